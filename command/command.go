@@ -1,0 +1,90 @@
+// Package command runs the external programs the backends drive (kubeadm,
+// kubectl) with a deadline, bounded output and no shell.
+package command
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"regexp"
+	"syscall"
+	"time"
+)
+
+// maxOutput bounds what is kept of a program's stdout and stderr. A join
+// command is about 200 bytes; anything past this is noise or an attack.
+const maxOutput = 64 << 10
+
+// waitDelay is how long Run waits for the output pipes to close after the
+// program was killed, in case a grandchild still holds them.
+const waitDelay = 2 * time.Second
+
+// Exec runs programs as direct child processes. The zero value is ready to use.
+type Exec struct{}
+
+// Run starts path with args, waits for it to exit, and returns its stdout.
+// The program and everything it starts run in their own process group, which
+// is killed when ctx ends, so a hung kubeadm never outlives its request. The
+// error for a failed run carries the exit status and the program's stderr,
+// with secrets removed.
+func (Exec) Run(ctx context.Context, path string, args ...string) ([]byte, error) {
+	var stdout, stderr limitedBuffer
+	cmd := exec.CommandContext(ctx, path, args...)
+	cmd.Stdout = &stdout
+	cmd.Stderr = &stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error {
+		// A negative pid signals the whole process group.
+		return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
+	cmd.WaitDelay = waitDelay
+	err := cmd.Run()
+	if err == nil {
+		return stdout.Bytes(), nil
+	}
+	if ctxErr := ctx.Err(); ctxErr != nil {
+		return nil, fmt.Errorf("%s killed: %w", path, ctxErr)
+	}
+	var exitErr *exec.ExitError
+	if errors.As(err, &exitErr) {
+		return nil, fmt.Errorf("%s: %w: stderr: %q", path, err, Redact(stderr.String()))
+	}
+	return nil, fmt.Errorf("%s: %w", path, err)
+}
+
+var secrets = []struct {
+	re   *regexp.Regexp
+	with string
+}{
+	// Bootstrap tokens, "abcdef.0123456789abcdef": keep the public id.
+	{regexp.MustCompile(`\b([a-z0-9]{6})\.[a-z0-9]{16}\b`), "$1.<redacted>"},
+	// Control-plane certificate keys.
+	{regexp.MustCompile(`(--certificate-key[= ]+)\S+`), "$1<redacted>"},
+}
+
+// Redact returns s with bootstrap token secrets and certificate keys replaced,
+// so that a program's output can be logged.
+func Redact(s string) string {
+	for _, r := range secrets {
+		s = r.re.ReplaceAllString(s, r.with)
+	}
+	return s
+}
+
+// limitedBuffer keeps the first maxOutput bytes written to it and drops the
+// rest, so a runaway program cannot grow the server's memory.
+type limitedBuffer struct {
+	buf bytes.Buffer
+}
+
+func (b *limitedBuffer) Write(p []byte) (int, error) {
+	if room := maxOutput - b.buf.Len(); room > 0 {
+		b.buf.Write(p[:min(room, len(p))])
+	}
+	return len(p), nil
+}
+
+func (b *limitedBuffer) Bytes() []byte  { return b.buf.Bytes() }
+func (b *limitedBuffer) String() string { return b.buf.String() }

@@ -1,0 +1,94 @@
+package handler
+
+import (
+	"errors"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/m-lab/epoxy-extensions/command"
+	"github.com/m-lab/epoxy-extensions/metrics"
+)
+
+// Refusal is a reason to turn a request away before it reaches a backend.
+// Its Reason labels the refusals metric.
+type Refusal struct {
+	Code   int
+	Reason string
+}
+
+func (r *Refusal) Error() string { return r.Reason }
+
+// The refusals. Errors from Validator.Parse and Password wrap one of them.
+var (
+	ErrMethod       = &Refusal{http.StatusMethodNotAllowed, "method"}
+	ErrBodyTooLarge = &Refusal{http.StatusBadRequest, "body_too_large"}
+	ErrDecode       = &Refusal{http.StatusBadRequest, "decode"}
+	ErrNoV1         = &Refusal{http.StatusBadRequest, "no_v1"}
+	ErrHostname     = &Refusal{http.StatusBadRequest, "hostname"}
+	ErrNotMachine   = &Refusal{http.StatusBadRequest, "not_machine"}
+	ErrPassword     = &Refusal{http.StatusBadRequest, "password"}
+	ErrBootInFuture = &Refusal{http.StatusBadRequest, "boot_in_future"}
+	ErrBootTooOld   = &Refusal{http.StatusRequestTimeout, "boot_too_old"}
+)
+
+// backendError is a failure of the named backend ("kubeadm", "kubectl",
+// "datastore"); the caller sees a 500.
+type backendError struct {
+	backend string
+	err     error
+}
+
+func (e *backendError) Error() string { return e.backend + ": " + e.err.Error() }
+func (e *backendError) Unwrap() error { return e.err }
+
+// outcome is what one request came to, for the log and the metrics.
+type outcome struct {
+	endpoint string
+	host     string
+	start    time.Time
+}
+
+// fail answers r with the status err maps to and an empty body (callers that
+// do not use curl --fail take any body for join data), then logs why and
+// counts it. It is the only place that picks an error status.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, o outcome, err error) {
+	code := http.StatusInternalServerError
+	attrs := []any{
+		slog.String("endpoint", o.endpoint),
+		slog.String("host", o.host),
+		slog.String("remote", r.RemoteAddr),
+		slog.Float64("duration_seconds", time.Since(o.start).Seconds()),
+	}
+	var refusal *Refusal
+	var backend *backendError
+	switch {
+	case errors.As(err, &refusal):
+		code = refusal.Code
+		metrics.Refusals.WithLabelValues(o.endpoint, refusal.Reason).Inc()
+		s.Log.Warn("request refused", append(attrs,
+			slog.Int("status", code), slog.String("reason", refusal.Reason), slog.String("detail", err.Error()))...)
+	case errors.As(err, &backend):
+		metrics.BackendFailures.WithLabelValues(backend.backend).Inc()
+		s.Log.Error("backend failed", append(attrs,
+			slog.Int("status", code), slog.String("backend", backend.backend),
+			slog.String("error", command.Redact(backend.err.Error())))...)
+	default:
+		s.Log.Error("request failed", append(attrs,
+			slog.Int("status", code), slog.String("error", command.Redact(err.Error())))...)
+	}
+	if code == http.StatusMethodNotAllowed {
+		w.Header().Set("Allow", http.MethodPost)
+	}
+	w.WriteHeader(code)
+}
+
+// served logs a successful request.
+func (s *Server) served(r *http.Request, o outcome) {
+	s.Log.Info("request served",
+		slog.String("endpoint", o.endpoint),
+		slog.String("host", o.host),
+		slog.String("remote", r.RemoteAddr),
+		slog.Int("status", http.StatusOK),
+		slog.Float64("duration_seconds", time.Since(o.start).Seconds()))
+}

@@ -1,0 +1,163 @@
+// Package handler serves the ePoxy extension endpoints. Every extension
+// request passes one Validator before any backend sees it, and one function
+// (Server.fail) maps refusals and backend failures to status codes with empty
+// bodies.
+package handler
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/m-lab/epoxy-extensions/metrics"
+	"github.com/m-lab/epoxy-extensions/storage"
+	"github.com/m-lab/epoxy-extensions/token"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// TokenIssuer creates a join token for a host; host may be empty.
+type TokenIssuer interface {
+	Create(ctx context.Context, host string) (token.Join, error)
+}
+
+// NodeDeleter removes a node from the cluster; a missing node is no error.
+type NodeDeleter interface {
+	Delete(ctx context.Context, name string) error
+}
+
+// CredentialStore stores a BMC password.
+type CredentialStore interface {
+	Put(ctx context.Context, bmc storage.BMC, password string) error
+}
+
+// Server holds the backends and settings of the extension endpoints.
+type Server struct {
+	Tokens    TokenIssuer
+	Nodes     NodeDeleter
+	Creds     CredentialStore
+	Validator Validator
+	// BackendTimeout bounds each backend call: one kubeadm or kubectl run,
+	// or one DNS lookup plus Datastore write.
+	BackendTimeout time.Duration
+	Log            *slog.Logger
+}
+
+// Endpoint names, as used in logs and the refusals metric.
+const (
+	endpointTokenV1 = "allocate_k8s_token_v1"
+	endpointTokenV2 = "allocate_k8s_token_v2"
+	endpointBMC     = "bmc_store_password"
+	endpointNode    = "node_delete"
+)
+
+// Health is the body of GET /.
+const Health = "ePoxy Extensions"
+
+// NewMux routes every endpoint, each extension endpoint timed by its
+// histogram, and serves metrics from gatherer at /metrics.
+func NewMux(s *Server, gatherer prometheus.Gatherer) *http.ServeMux {
+	mux := http.NewServeMux()
+	timed := func(h *prometheus.HistogramVec, f http.HandlerFunc) http.Handler {
+		return promhttp.InstrumentHandlerDuration(h, f)
+	}
+	// No method in the extension patterns: the validator answers 405 itself,
+	// with the empty body callers expect (ServeMux's own 405 has a body).
+	mux.Handle("/v1/allocate_k8s_token", timed(metrics.TokenRequestDuration, s.token(endpointTokenV1)))
+	mux.Handle("/v2/allocate_k8s_token", timed(metrics.TokenRequestDuration, s.token(endpointTokenV2)))
+	mux.Handle("/v1/bmc_store_password", timed(metrics.BMCRequestDuration, s.bmc))
+	mux.Handle("/v1/node/delete", timed(metrics.NodeRequestDuration, s.deleteNode))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Write([]byte(Health))
+	})
+	return mux
+}
+
+// token serves /v1 and /v2 allocate_k8s_token.
+func (s *Server) token(endpoint string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		o := outcome{endpoint: endpoint, start: time.Now()}
+		req, err := s.Validator.Parse(w, r, true)
+		if err != nil {
+			s.fail(w, r, o, err)
+			return
+		}
+		o.host = req.Host
+		ctx, cancel := context.WithTimeout(r.Context(), s.BackendTimeout)
+		defer cancel()
+		join, err := s.Tokens.Create(ctx, req.Host)
+		if err != nil {
+			s.fail(w, r, o, &backendError{"kubeadm", err})
+			return
+		}
+		var body []byte
+		if endpoint == endpointTokenV1 {
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			body = []byte(join.Token)
+		} else {
+			w.Header().Set("Content-Type", "application/json; charset=utf-8")
+			body, err = json.Marshal(join)
+			if err != nil {
+				s.fail(w, r, o, err)
+				return
+			}
+		}
+		w.Write(body)
+		s.served(r, o)
+	}
+}
+
+// bmc serves /v1/bmc_store_password.
+func (s *Server) bmc(w http.ResponseWriter, r *http.Request) {
+	o := outcome{endpoint: endpointBMC, start: time.Now()}
+	req, err := s.Validator.Parse(w, r, false)
+	if err != nil {
+		s.fail(w, r, o, err)
+		return
+	}
+	o.host = req.Host
+	password, err := Password(req.RawQuery)
+	if err != nil {
+		s.fail(w, r, o, err)
+		return
+	}
+	bmc, err := storage.ParseBMC(req.Host)
+	if err != nil {
+		s.fail(w, r, o, errors.Join(ErrNotMachine, err))
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.BackendTimeout)
+	defer cancel()
+	if err := s.Creds.Put(ctx, bmc, password); err != nil {
+		backend := "datastore"
+		if errors.Is(err, storage.ErrResolve) {
+			backend = "dns"
+		}
+		s.fail(w, r, o, &backendError{backend, err})
+		return
+	}
+	s.served(r, o)
+}
+
+// deleteNode serves /v1/node/delete.
+func (s *Server) deleteNode(w http.ResponseWriter, r *http.Request) {
+	o := outcome{endpoint: endpointNode, start: time.Now()}
+	req, err := s.Validator.Parse(w, r, false)
+	if err != nil {
+		s.fail(w, r, o, err)
+		return
+	}
+	o.host = req.Host
+	ctx, cancel := context.WithTimeout(r.Context(), s.BackendTimeout)
+	defer cancel()
+	if err := s.Nodes.Delete(ctx, req.Host); err != nil {
+		s.fail(w, r, o, &backendError{"kubectl", err})
+		return
+	}
+	s.served(r, o)
+}

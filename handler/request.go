@@ -1,0 +1,143 @@
+package handler
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/m-lab/epoxy/extension"
+)
+
+// Request is an extension request that passed validation.
+type Request struct {
+	// Host is a valid lowercase DNS name, or empty where the endpoint allows it.
+	Host string
+	// LastBoot is when the machine last reached stage 1.
+	LastBoot time.Time
+	// RawQuery is the query string the machine sent to ePoxy. It may hold a
+	// secret: never log it.
+	RawQuery string
+}
+
+// Validator checks extension requests before any backend sees them.
+type Validator struct {
+	// MaxBootAge is how long after its last boot a machine may still ask.
+	MaxBootAge time.Duration
+	// MaxClockSkew is how far in the future a last_boot may be.
+	MaxClockSkew time.Duration
+	// MaxBodyBytes bounds the request body.
+	MaxBodyBytes int64
+	// Now returns the current time; time.Now when nil.
+	Now func() time.Time
+}
+
+// DefaultMaxBodyBytes bounds an extension request body. Real ones are about
+// 300 bytes.
+const DefaultMaxBodyBytes = 16 << 10
+
+// Parse reads and checks r: POST only, a decodable body with a "v1" part, a
+// valid hostname (or none, when hostOptional), and a recent last_boot. The
+// Content-Type header is ignored: ePoxy passes on whatever the machine sent.
+// Errors wrap one of the Err* refusals.
+func (v *Validator) Parse(w http.ResponseWriter, r *http.Request, hostOptional bool) (Request, error) {
+	if r.Method != http.MethodPost {
+		return Request{}, fmt.Errorf("%w: %.16q", ErrMethod, r.Method)
+	}
+	limit := v.MaxBodyBytes
+	if limit <= 0 {
+		limit = DefaultMaxBodyBytes
+	}
+	var ext extension.Request
+	if err := ext.Decode(http.MaxBytesReader(w, r.Body, limit)); err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return Request{}, fmt.Errorf("%w: over %d bytes", ErrBodyTooLarge, limit)
+		}
+		return Request{}, fmt.Errorf("%w: %w", ErrDecode, err)
+	}
+	if ext.V1 == nil {
+		return Request{}, ErrNoV1
+	}
+	req := Request{Host: ext.V1.Hostname, LastBoot: ext.V1.LastBoot, RawQuery: ext.V1.RawQuery}
+	if !(hostOptional && req.Host == "") && !ValidHostname(req.Host) {
+		return Request{}, fmt.Errorf("%w: %.80q", ErrHostname, req.Host)
+	}
+	now := time.Now
+	if v.Now != nil {
+		now = v.Now
+	}
+	t := now()
+	switch {
+	case req.LastBoot.IsZero():
+		return Request{}, fmt.Errorf("%w: no last_boot", ErrBootTooOld)
+	case req.LastBoot.After(t.Add(v.MaxClockSkew)):
+		return Request{}, fmt.Errorf("%w: last_boot %s is after now %s", ErrBootInFuture,
+			req.LastBoot.UTC().Format(time.RFC3339), t.UTC().Format(time.RFC3339))
+	case t.Sub(req.LastBoot) > v.MaxBootAge:
+		return Request{}, fmt.Errorf("%w: last_boot %s", ErrBootTooOld, req.LastBoot.UTC().Format(time.RFC3339))
+	}
+	return req, nil
+}
+
+// ValidHostname reports whether name is a lowercase DNS name as RFC 1123 and
+// Kubernetes node names define it: at most 253 characters, dot-separated
+// labels of 1 to 63 characters from [a-z0-9-], none starting or ending with
+// '-'. Such a name can never be read as a command-line flag.
+func ValidHostname(name string) bool {
+	if len(name) == 0 || len(name) > 253 {
+		return false
+	}
+	label := 0
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case c == '.':
+			if label == 0 || name[i-1] == '-' {
+				return false
+			}
+			label = 0
+			continue
+		case c == '-':
+			if label == 0 {
+				return false
+			}
+		case 'a' <= c && c <= 'z', '0' <= c && c <= '9':
+		default:
+			return false
+		}
+		label++
+		if label > 63 {
+			return false
+		}
+	}
+	return label > 0 && name[len(name)-1] != '-'
+}
+
+// maxPasswordLen bounds a BMC password. Stage 1 sends 20 characters.
+const maxPasswordLen = 128
+
+// Password returns the BMC password, parameter p of rawQuery. It must be
+// given once, non-empty, of printable ASCII without spaces. Errors never
+// contain the password.
+func Password(rawQuery string) (string, error) {
+	q, err := url.ParseQuery(rawQuery)
+	if err != nil {
+		return "", fmt.Errorf("%w: raw_query does not parse", ErrPassword)
+	}
+	ps := q["p"]
+	if len(ps) != 1 || ps[0] == "" {
+		return "", fmt.Errorf("%w: want one non-empty p, got %d values", ErrPassword, len(ps))
+	}
+	p := ps[0]
+	if len(p) > maxPasswordLen {
+		return "", fmt.Errorf("%w: longer than %d bytes", ErrPassword, maxPasswordLen)
+	}
+	for i := 0; i < len(p); i++ {
+		if p[i] <= ' ' || p[i] > '~' {
+			return "", fmt.Errorf("%w: byte %d is not printable ASCII", ErrPassword, i)
+		}
+	}
+	return p, nil
+}

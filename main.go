@@ -1,0 +1,103 @@
+// Command epoxy-extensions serves the ePoxy extensions that M-Lab machines
+// call while they boot: Kubernetes join tokens, BMC password storage and node
+// deletion. See README.md for flags and endpoints.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/m-lab/go/flagx"
+	"github.com/m-lab/go/rtx"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/m-lab/epoxy-extensions/command"
+	"github.com/m-lab/epoxy-extensions/handler"
+	"github.com/m-lab/epoxy-extensions/node"
+	"github.com/m-lab/epoxy-extensions/storage"
+	"github.com/m-lab/epoxy-extensions/token"
+)
+
+var (
+	listenAddress    = flag.String("listen-address", ":8800", "Address to listen on for HTTP requests.")
+	binDir           = flag.String("bin-dir", "/usr/bin", "Directory holding the kubeadm and kubectl binaries.")
+	kubeconfig       = flag.String("kubeconfig", "", "Kubeconfig passed to kubeadm and kubectl as --kubeconfig; empty lets them find their own.")
+	tokenTTL         = flag.Duration("token-ttl", 5*time.Minute, "Lifetime of each join token.")
+	maxBootAge       = flag.Duration("max-boot-age", 120*time.Minute, "Refuse (408) machines whose last_boot is older than this.")
+	maxClockSkew     = flag.Duration("max-clock-skew", 5*time.Minute, "Refuse (400) a last_boot further than this in the future.")
+	backendTimeout   = flag.Duration("backend-timeout", 60*time.Second, "Deadline for each backend call: a kubeadm or kubectl run, or a DNS lookup plus Datastore write.")
+	datastoreProject = flag.String("datastore-project", "", "Google Cloud project for BMC credentials; empty uses the project in each machine's hostname.")
+	shutdownTimeout  = flag.Duration("shutdown-timeout", 0, "How long SIGTERM waits for requests in flight; 0 means backend-timeout plus 5s.")
+)
+
+func main() {
+	flag.Parse()
+	rtx.Must(flagx.ArgsFromEnv(flag.CommandLine), "could not read flags from the environment")
+	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	slog.SetDefault(log)
+
+	store := &storage.Store{
+		Resolver:  net.DefaultResolver,
+		NewClient: storage.NewDatastoreClient,
+		Project:   *datastoreProject,
+	}
+	srv := &handler.Server{
+		Tokens: &token.Kubeadm{Runner: command.Exec{}, BinDir: *binDir, Kubeconfig: *kubeconfig, TTL: *tokenTTL},
+		Nodes:  &node.Kubectl{Runner: command.Exec{}, BinDir: *binDir, Kubeconfig: *kubeconfig},
+		Creds:  store,
+		Validator: handler.Validator{
+			MaxBootAge:   *maxBootAge,
+			MaxClockSkew: *maxClockSkew,
+		},
+		BackendTimeout: *backendTimeout,
+		Log:            log,
+	}
+	httpServer := &http.Server{
+		Handler:           handler.NewMux(srv, prometheus.DefaultGatherer),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		// A response may wait for a whole backend call.
+		WriteTimeout:   *backendTimeout + 15*time.Second,
+		IdleTimeout:    2 * time.Minute,
+		MaxHeaderBytes: 64 << 10,
+		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	// Listen before serving, so that a busy port fails at start.
+	ln, err := net.Listen("tcp", *listenAddress)
+	rtx.Must(err, "could not listen on %s", *listenAddress)
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	served := make(chan error, 1)
+	go func() { served <- httpServer.Serve(ln) }()
+	log.Info("serving", "address", ln.Addr().String(), "bin_dir", *binDir, "backend_timeout", backendTimeout.String())
+
+	select {
+	case err := <-served:
+		rtx.Must(err, "server stopped")
+	case <-ctx.Done():
+		stop() // a second signal ends the process at once
+	}
+	grace := *shutdownTimeout
+	if grace <= 0 {
+		grace = *backendTimeout + 5*time.Second
+	}
+	log.Info("shutting down: draining requests in flight", "grace", grace.String())
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	if err := httpServer.Shutdown(shutdownCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		log.Error("shutdown did not drain every request", "error", err)
+	}
+	if err := store.Close(); err != nil {
+		log.Error("closing datastore clients", "error", err)
+	}
+	log.Info("stopped")
+}

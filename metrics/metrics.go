@@ -1,0 +1,65 @@
+// Package metrics defines the Prometheus metrics of epoxy-extensions. The
+// three request histograms keep the names and labels that M-Lab's alerts and
+// dashboards already use.
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+)
+
+// buckets are request durations in seconds, on periods people think in.
+var buckets = []float64{0.001, 0.01, 0.1, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0}
+
+var (
+	// TokenRequestDuration times /v1 and /v2 allocate_k8s_token requests.
+	TokenRequestDuration = promauto.NewHistogramVec(
+		prometheus.HistogramOpts{
+			Name:    "allocate_k8s_token_request_duration_seconds",
+			Help:    "Duration of allocate_k8s_token requests by method and status code.",
+			Buckets: buckets,
+		},
+		[]string{"method", "code"},
+	)
+
+	// BMCRequestDuration times bmc_store_password requests.
+	BMCRequestDuration = promauto.NewHistogramVec(
+		prometheus.HistogramOpts{
+			Name:    "bmc_store_password_request_duration_seconds",
+			Help:    "Duration of bmc_store_password requests by method and status code.",
+			Buckets: buckets,
+		},
+		[]string{"method", "code"},
+	)
+
+	// NodeRequestDuration times node delete requests.
+	NodeRequestDuration = promauto.NewHistogramVec(
+		prometheus.HistogramOpts{
+			Name:    "node_request_duration_seconds",
+			Help:    "Duration of node requests by method and status code.",
+			Buckets: buckets,
+		},
+		[]string{"method", "code"},
+	)
+
+	// Refusals counts requests refused before reaching a backend, by
+	// endpoint and reason (for example "method", "decode", "hostname",
+	// "boot_too_old").
+	Refusals = promauto.NewCounterVec(
+		prometheus.CounterOpts{
+			Name: "epoxy_extensions_refusals_total",
+			Help: "Requests refused before reaching a backend, by endpoint and reason.",
+		},
+		[]string{"endpoint", "reason"},
+	)
+
+	// BackendFailures counts failed backend calls by backend ("kubeadm",
+	// "kubectl", "dns", "datastore").
+	BackendFailures = promauto.NewCounterVec(
+		prometheus.CounterOpts{
+			Name: "epoxy_extensions_backend_failures_total",
+			Help: "Failed backend calls by backend.",
+		},
+		[]string{"backend"},
+	)
+)

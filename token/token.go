@@ -1,0 +1,134 @@
+// Package token creates Kubernetes bootstrap tokens with kubeadm and returns
+// what a machine needs to join the cluster.
+package token
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// Join is what a machine needs to join the cluster, as printed by
+// `kubeadm token create --print-join-command`.
+type Join struct {
+	APIAddress string `json:"api_address"`
+	Token      string `json:"token"`
+	CAHash     string `json:"ca_hash"`
+}
+
+// Runner runs a program and returns its stdout.
+type Runner interface {
+	Run(ctx context.Context, path string, args ...string) ([]byte, error)
+}
+
+// Kubeadm creates tokens by running `kubeadm token create`.
+type Kubeadm struct {
+	// Runner runs kubeadm.
+	Runner Runner
+	// BinDir holds the kubeadm binary.
+	BinDir string
+	// Kubeconfig, when set, is passed to kubeadm as --kubeconfig.
+	Kubeconfig string
+	// TTL is the lifetime of each token.
+	TTL time.Duration
+}
+
+// ErrBadOutput means kubeadm succeeded but printed something that is not a
+// join command we can trust.
+var ErrBadOutput = errors.New("unexpected kubeadm output")
+
+// Create makes a new token for host (which may be empty, for a control-plane
+// machine that asks without a name) and returns its join details. Every call
+// returns its own result; nothing is shared between calls.
+func (k *Kubeadm) Create(ctx context.Context, host string) (Join, error) {
+	args := []string{"token", "create",
+		"--ttl", k.TTL.String(),
+		"--print-join-command",
+		"--description", Description(host),
+	}
+	if k.Kubeconfig != "" {
+		args = append(args, "--kubeconfig", k.Kubeconfig)
+	}
+	out, err := k.Runner.Run(ctx, filepath.Join(k.BinDir, "kubeadm"), args...)
+	if err != nil {
+		return Join{}, fmt.Errorf("kubeadm token create: %w", err)
+	}
+	return ParseJoinCommand(string(out))
+}
+
+// Description is the token description kubeadm stores for host.
+func Description(host string) string {
+	if host == "" {
+		return "Allow an unnamed machine to join the cluster"
+	}
+	return fmt.Sprintf("Allow %s to join the cluster", host)
+}
+
+var (
+	tokenRE  = regexp.MustCompile(`^[a-z0-9]{6}\.[a-z0-9]{16}$`)
+	caHashRE = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
+)
+
+// ParseJoinCommand reads the output of `kubeadm token create
+// --print-join-command`: "kubeadm join HOST:PORT --token T
+// --discovery-token-ca-cert-hash sha256:H" followed by optional flags, in any
+// order, with "--flag value" or "--flag=value". The first CA hash is returned;
+// every hash given must be well formed. Errors never contain the token.
+func ParseJoinCommand(out string) (Join, error) {
+	fields := strings.Fields(out)
+	if len(fields) < 3 || fields[0] != "kubeadm" || fields[1] != "join" {
+		return Join{}, fmt.Errorf("%w: not a join command", ErrBadOutput)
+	}
+	var j Join
+	for i := 2; i < len(fields); i++ {
+		f := fields[i]
+		if !strings.HasPrefix(f, "-") {
+			if j.APIAddress != "" {
+				return Join{}, fmt.Errorf("%w: more than one API address", ErrBadOutput)
+			}
+			j.APIAddress = f
+			continue
+		}
+		name, value, hasValue := strings.Cut(f, "=")
+		switch name {
+		case "--control-plane":
+			continue // a flag without a value
+		case "--token", "--discovery-token-ca-cert-hash", "--certificate-key":
+		default:
+			return Join{}, fmt.Errorf("%w: unknown flag %q", ErrBadOutput, name)
+		}
+		if !hasValue {
+			if i+1 >= len(fields) {
+				return Join{}, fmt.Errorf("%w: %s has no value", ErrBadOutput, name)
+			}
+			i++
+			value = fields[i]
+		}
+		switch name {
+		case "--token":
+			if j.Token != "" || !tokenRE.MatchString(value) {
+				return Join{}, fmt.Errorf("%w: malformed or repeated token", ErrBadOutput)
+			}
+			j.Token = value
+		case "--discovery-token-ca-cert-hash":
+			if !caHashRE.MatchString(value) {
+				return Join{}, fmt.Errorf("%w: malformed CA hash %q", ErrBadOutput, value)
+			}
+			if j.CAHash == "" {
+				j.CAHash = value
+			}
+		}
+	}
+	if j.Token == "" || j.CAHash == "" || j.APIAddress == "" {
+		return Join{}, fmt.Errorf("%w: missing API address, token or CA hash", ErrBadOutput)
+	}
+	if _, port, err := net.SplitHostPort(j.APIAddress); err != nil || port == "" {
+		return Join{}, fmt.Errorf("%w: API address %q is not host:port", ErrBadOutput, j.APIAddress)
+	}
+	return j, nil
+}
