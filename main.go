@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -35,6 +36,10 @@ var (
 	maxClockSkew     = flag.Duration("max-clock-skew", 5*time.Minute, "Refuse (400) a last_boot further than this in the future.")
 	backendTimeout   = flag.Duration("backend-timeout", 60*time.Second, "Deadline for each backend call: a kubeadm or kubectl run, or a DNS lookup plus Datastore write.")
 	datastoreProject = flag.String("datastore-project", "", "Google Cloud project for BMC credentials; empty uses the project in each machine's hostname.")
+	maxCommands      = flag.Int("max-concurrent-commands", 2*runtime.NumCPU(), "Most kubeadm and kubectl processes running at once; more requests wait their turn within -backend-timeout.")
+	allowedSources   = flag.String("allowed-sources", "", "Comma-separated CIDRs allowed to call the extension endpoints (ePoxy, VM subnets); empty allows everyone.")
+	maxTokensPerHost = flag.Int("max-tokens-per-host", 10, "Most join tokens one hostname may get per -token-budget-window; 0 means no limit.")
+	tokenWindow      = flag.Duration("token-budget-window", 10*time.Minute, "Window of -max-tokens-per-host.")
 	shutdownTimeout  = flag.Duration("shutdown-timeout", 0, "How long SIGTERM waits for requests in flight; 0 means backend-timeout plus 5s.")
 )
 
@@ -44,20 +49,32 @@ func main() {
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	slog.SetDefault(log)
 
+	sources, err := handler.ParseSources(*allowedSources)
+	rtx.Must(err, "bad -allowed-sources")
+	if len(sources) == 0 {
+		log.Warn("-allowed-sources is empty: anyone who reaches this port can mint join tokens, store BMC passwords and delete nodes")
+	}
+	if *maxCommands < 1 {
+		*maxCommands = 1
+	}
+	runner := command.NewLimited(command.Exec{}, *maxCommands)
 	store := &storage.Store{
 		Resolver:  net.DefaultResolver,
 		NewClient: storage.NewDatastoreClient,
 		Project:   *datastoreProject,
 	}
 	srv := &handler.Server{
-		Tokens: &token.Kubeadm{Runner: command.Exec{}, BinDir: *binDir, Kubeconfig: *kubeconfig, TTL: *tokenTTL},
-		Nodes:  &node.Kubectl{Runner: command.Exec{}, BinDir: *binDir, Kubeconfig: *kubeconfig},
+		Tokens: &token.Kubeadm{Runner: runner, BinDir: *binDir, Kubeconfig: *kubeconfig, TTL: *tokenTTL},
+		Nodes:  &node.Kubectl{Runner: runner, BinDir: *binDir, Kubeconfig: *kubeconfig},
 		Creds:  store,
 		Validator: handler.Validator{
 			MaxBootAge:   *maxBootAge,
 			MaxClockSkew: *maxClockSkew,
+			Sources:      sources,
 		},
 		BackendTimeout: *backendTimeout,
+		Budget:         &handler.Budget{Max: *maxTokensPerHost, Window: *tokenWindow},
+		Ready:          func() error { return command.Executable(*binDir, "kubeadm", "kubectl") },
 		Log:            log,
 	}
 	httpServer := &http.Server{
@@ -71,7 +88,8 @@ func main() {
 		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	// Listen before serving, so that a busy port fails at start.
-	ln, err := net.Listen("tcp", *listenAddress)
+	var ln net.Listener
+	ln, err = net.Listen("tcp", *listenAddress)
 	rtx.Must(err, "could not listen on %s", *listenAddress)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)

@@ -7,7 +7,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"syscall"
 	"time"
@@ -52,6 +54,22 @@ func (Exec) Run(ctx context.Context, path string, args ...string) ([]byte, error
 		return nil, fmt.Errorf("%s: %w: stderr: %q", path, err, Redact(stderr.String()))
 	}
 	return nil, fmt.Errorf("%s: %w", path, err)
+}
+
+// Executable returns an error unless every named program in dir is a regular
+// file that may be executed.
+func Executable(dir string, names ...string) error {
+	for _, n := range names {
+		p := filepath.Join(dir, n)
+		fi, err := os.Stat(p)
+		if err != nil {
+			return fmt.Errorf("%s: %w", n, err)
+		}
+		if !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
+			return fmt.Errorf("%s is not an executable file", p)
+		}
+	}
+	return nil
 }
 
 var secrets = []struct {

@@ -2,6 +2,7 @@ package handler
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"time"
@@ -30,7 +31,15 @@ var (
 	ErrPassword     = &Refusal{http.StatusBadRequest, "password"}
 	ErrBootInFuture = &Refusal{http.StatusBadRequest, "boot_in_future"}
 	ErrBootTooOld   = &Refusal{http.StatusRequestTimeout, "boot_too_old"}
+	ErrSource       = &Refusal{http.StatusForbidden, "source"}
+	ErrTokenBudget  = &Refusal{http.StatusTooManyRequests, "token_budget"}
+	// ErrBusy is a request that waited for a free command slot until its
+	// deadline: the caller may retry after RetryAfter.
+	ErrBusy = &Refusal{http.StatusServiceUnavailable, "busy"}
 )
+
+// RetryAfter is the Retry-After header sent with ErrBusy, in seconds.
+const RetryAfter = "30"
 
 // backendError is a failure of the named backend ("kubeadm", "kubectl",
 // "datastore"); the caller sees a 500.
@@ -62,6 +71,9 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, o outcome, err err
 	}
 	var refusal *Refusal
 	var backend *backendError
+	if errors.Is(err, command.ErrBusy) {
+		err = fmt.Errorf("%w: %w", ErrBusy, err)
+	}
 	switch {
 	case errors.As(err, &refusal):
 		code = refusal.Code
@@ -77,8 +89,11 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, o outcome, err err
 		s.Log.Error("request failed", append(attrs,
 			slog.Int("status", code), slog.String("error", command.Redact(err.Error())))...)
 	}
-	if code == http.StatusMethodNotAllowed {
+	switch code {
+	case http.StatusMethodNotAllowed:
 		w.Header().Set("Allow", http.MethodPost)
+	case http.StatusServiceUnavailable:
+		w.Header().Set("Retry-After", RetryAfter)
 	}
 	w.WriteHeader(code)
 }

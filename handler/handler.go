@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"time"
@@ -43,7 +44,11 @@ type Server struct {
 	// BackendTimeout bounds each backend call: one kubeadm or kubectl run,
 	// or one DNS lookup plus Datastore write.
 	BackendTimeout time.Duration
-	Log            *slog.Logger
+	// Budget limits the tokens each host may get; nil means no limit.
+	Budget *Budget
+	// Ready reports whether the backends can serve; nil means always.
+	Ready func() error
+	Log   *slog.Logger
 }
 
 // Endpoint names, as used in logs and the refusals metric.
@@ -71,6 +76,7 @@ func NewMux(s *Server, gatherer prometheus.Gatherer) *http.ServeMux {
 	mux.Handle("/v1/bmc_store_password", timed(metrics.BMCRequestDuration, s.bmc))
 	mux.Handle("/v1/node/delete", timed(metrics.NodeRequestDuration, s.deleteNode))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /ready", s.ready)
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Write([]byte(Health))
@@ -88,6 +94,10 @@ func (s *Server) token(endpoint string) http.HandlerFunc {
 			return
 		}
 		o.host = req.Host
+		if !s.Budget.Take(req.Host) {
+			s.fail(w, r, o, fmt.Errorf("%w: over %d tokens in %s", ErrTokenBudget, s.Budget.Max, s.Budget.Window))
+			return
+		}
 		ctx, cancel := context.WithTimeout(r.Context(), s.BackendTimeout)
 		defer cancel()
 		join, err := s.Tokens.Create(ctx, req.Host)
@@ -160,4 +170,18 @@ func (s *Server) deleteNode(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.served(r, o)
+}
+
+// ready serves GET /ready: 200 when the backends can serve, else 503. The
+// liveness check callers use stays GET /.
+func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
+	if s.Ready != nil {
+		if err := s.Ready(); err != nil {
+			s.Log.Warn("not ready", slog.String("error", err.Error()))
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Write([]byte("ready"))
 }

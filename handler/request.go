@@ -31,17 +31,23 @@ type Validator struct {
 	MaxBodyBytes int64
 	// Now returns the current time; time.Now when nil.
 	Now func() time.Time
+	// Sources, when not empty, are the only networks allowed to call.
+	Sources Sources
 }
 
 // DefaultMaxBodyBytes bounds an extension request body. Real ones are about
 // 300 bytes.
 const DefaultMaxBodyBytes = 16 << 10
 
-// Parse reads and checks r: POST only, a decodable body with a "v1" part, a
+// Parse reads and checks r: an allowed source (checked before the body is
+// read), POST only, a decodable body with a "v1" part, a
 // valid hostname (or none, when hostOptional), and a recent last_boot. The
 // Content-Type header is ignored: ePoxy passes on whatever the machine sent.
 // Errors wrap one of the Err* refusals.
 func (v *Validator) Parse(w http.ResponseWriter, r *http.Request, hostOptional bool) (Request, error) {
+	if !v.Sources.Allows(r.RemoteAddr) {
+		return Request{}, fmt.Errorf("%w: %s", ErrSource, r.RemoteAddr)
+	}
 	if r.Method != http.MethodPost {
 		return Request{}, fmt.Errorf("%w: %.16q", ErrMethod, r.Method)
 	}

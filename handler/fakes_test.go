@@ -1,0 +1,121 @@
+package handler
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/m-lab/epoxy-extensions/storage"
+	"github.com/m-lab/epoxy-extensions/token"
+)
+
+var errFake = errors.New("fake backend failure")
+
+// fakeTokens issues a distinct token per call and remembers which host got it.
+type fakeTokens struct {
+	fail  bool
+	delay time.Duration
+
+	mu     sync.Mutex
+	issued map[string]string // token → host
+	calls  int
+}
+
+var _ TokenIssuer = (*fakeTokens)(nil)
+
+func (f *fakeTokens) Create(ctx context.Context, host string) (token.Join, error) {
+	if f.delay > 0 {
+		time.Sleep(f.delay)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls++
+	if f.fail {
+		return token.Join{}, errFake
+	}
+	if f.issued == nil {
+		f.issued = make(map[string]string)
+	}
+	tok := fmt.Sprintf("%06d.%016d", f.calls, f.calls)
+	f.issued[tok] = host
+	return token.Join{APIAddress: "192.0.2.1:6443", Token: tok, CAHash: "sha256:" + fmt.Sprintf("%064x", f.calls)}, nil
+}
+
+// fakeNodes records the names it was asked to delete.
+type fakeNodes struct {
+	fail bool
+
+	mu    sync.Mutex
+	names []string
+}
+
+var _ NodeDeleter = (*fakeNodes)(nil)
+
+func (f *fakeNodes) Delete(ctx context.Context, name string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.names = append(f.names, name)
+	if f.fail {
+		return errFake
+	}
+	return nil
+}
+
+// fakeCreds records what it was asked to store.
+type fakeCreds struct {
+	err error
+
+	mu   sync.Mutex
+	puts []storage.BMC
+	pass []string
+}
+
+var _ CredentialStore = (*fakeCreds)(nil)
+
+func (f *fakeCreds) Put(ctx context.Context, bmc storage.BMC, password string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.puts = append(f.puts, bmc)
+	f.pass = append(f.pass, password)
+	return f.err
+}
+
+// syncBuffer is a log sink safe for concurrent handlers.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// testServer returns a Server over the given fakes, logging into the returned
+// buffer, with the clock fixed at now.
+func testServer(tokens TokenIssuer, nodes NodeDeleter, creds CredentialStore, now time.Time) (*Server, *syncBuffer) {
+	logs := &syncBuffer{}
+	return &Server{
+		Tokens: tokens,
+		Nodes:  nodes,
+		Creds:  creds,
+		Validator: Validator{
+			MaxBootAge:   120 * time.Minute,
+			MaxClockSkew: 5 * time.Minute,
+			Now:          func() time.Time { return now },
+		},
+		BackendTimeout: 5 * time.Second,
+		Log:            slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}, logs
+}
