@@ -2,7 +2,12 @@
 GO ?= go
 K8S_VERSION ?= v1.34.4
 
-.PHONY: build run test lint unit e2e k8s-binaries dev
+FUZZTIME ?= 10s
+# package:target pairs run by `make fuzz`.
+FUZZ_TARGETS = handler:FuzzExtensionRequest handler:FuzzValidHostname handler:FuzzPassword \
+	token:FuzzParseJoinCommand
+
+.PHONY: build run test lint unit fuzz k8s-binaries dev
 
 build:
 	$(GO) build -o epoxy-extensions .
@@ -13,10 +18,17 @@ run: build
 
 # Every check CI runs: formatting, vet, and all tests (unit and end-to-end
 # against a real Datastore emulator, etcd, kube-apiserver, kubeadm, kubectl)
-# under the race detector.
+# under the race detector, then each fuzz target for FUZZTIME.
 test: lint
 	K8S_BIN_DIR="$$(K8S_VERSION=$(K8S_VERSION) e2e/k8s-binaries.sh)" \
 		$(GO) test -race -count=1 -timeout 60m ./...
+	$(MAKE) fuzz
+
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "fuzz $$t for $(FUZZTIME)"; \
+		$(GO) test -run='^$$' -fuzz="^$${t#*:}$$" -fuzztime=$(FUZZTIME) ./$${t%%:*}/; \
+	done
 
 lint:
 	@out="$$(gofmt -l .)"; if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
