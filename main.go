@@ -34,7 +34,8 @@ var (
 	tokenTTL         = flag.Duration("token-ttl", 5*time.Minute, "Lifetime of each join token.")
 	maxBootAge       = flag.Duration("max-boot-age", 120*time.Minute, "Refuse (408) machines whose last_boot is older than this.")
 	maxClockSkew     = flag.Duration("max-clock-skew", 5*time.Minute, "Refuse (400) a last_boot further than this in the future.")
-	backendTimeout   = flag.Duration("backend-timeout", 60*time.Second, "Deadline for each backend call: a kubeadm or kubectl run, or a DNS lookup plus Datastore write.")
+	backendTimeout   = flag.Duration("backend-timeout", 3*time.Minute, "Deadline for each request's backend work: waiting for a command slot plus the kubeadm or kubectl run, or a DNS lookup plus Datastore write.")
+	commandTimeout   = flag.Duration("command-timeout", 30*time.Second, "Deadline for one kubeadm or kubectl run; a program still running then is killed with its process group.")
 	datastoreProject = flag.String("datastore-project", "", "Google Cloud project for BMC credentials; empty uses the project in each machine's hostname.")
 	maxCommands      = flag.Int("max-concurrent-commands", 2*runtime.NumCPU(), "Most kubeadm and kubectl processes running at once; more requests wait their turn within -backend-timeout.")
 	allowedSources   = flag.String("allowed-sources", "", "Comma-separated CIDRs allowed to call the extension endpoints (ePoxy, VM subnets); empty allows everyone.")
@@ -57,7 +58,7 @@ func main() {
 	if *maxCommands < 1 {
 		*maxCommands = 1
 	}
-	runner := command.NewLimited(command.Exec{}, *maxCommands)
+	runner := command.NewLimited(command.Exec{Timeout: *commandTimeout}, *maxCommands)
 	store := &storage.Store{
 		Resolver:  net.DefaultResolver,
 		NewClient: storage.NewDatastoreClient,

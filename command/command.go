@@ -24,14 +24,23 @@ const maxOutput = 64 << 10
 const waitDelay = 2 * time.Second
 
 // Exec runs programs as direct child processes. The zero value is ready to use.
-type Exec struct{}
+type Exec struct {
+	// Timeout, when positive, bounds each run on top of the context's own
+	// deadline.
+	Timeout time.Duration
+}
 
 // Run starts path with args, waits for it to exit, and returns its stdout.
 // The program and everything it starts run in their own process group, which
 // is killed when ctx ends, so a hung kubeadm never outlives its request. The
 // error for a failed run carries the exit status and the program's stderr,
 // with secrets removed.
-func (Exec) Run(ctx context.Context, path string, args ...string) ([]byte, error) {
+func (e Exec) Run(ctx context.Context, path string, args ...string) ([]byte, error) {
+	if e.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, e.Timeout)
+		defer cancel()
+	}
 	var stdout, stderr limitedBuffer
 	cmd := exec.CommandContext(ctx, path, args...)
 	cmd.Stdout = &stdout

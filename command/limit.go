@@ -48,13 +48,25 @@ func NewLimited(r Runner, max int) *Limited {
 	return &Limited{runner: r, sem: semaphore.NewWeighted(int64(max))}
 }
 
+// minRun is the time a run keeps for itself: a request stops waiting for a
+// slot this long (or a quarter of its time, if less) before its deadline,
+// rather than start a kubeadm that would be killed half-way.
+const minRun = 5 * time.Second
+
 // Run waits for a free slot, then runs path with args through the wrapped
-// Runner. A run whose context ends while it waits returns an error wrapping
-// ErrBusy and the context's error.
+// Runner. A run that cannot get a slot early enough to finish before its
+// context's deadline returns an error wrapping ErrBusy.
 func (l *Limited) Run(ctx context.Context, path string, args ...string) ([]byte, error) {
 	start := time.Now()
+	waitCtx := ctx
+	if deadline, ok := ctx.Deadline(); ok {
+		reserve := min(minRun, time.Until(deadline)/4)
+		var cancel context.CancelFunc
+		waitCtx, cancel = context.WithDeadline(ctx, deadline.Add(-reserve))
+		defer cancel()
+	}
 	queueLength.Inc()
-	err := l.sem.Acquire(ctx, 1)
+	err := l.sem.Acquire(waitCtx, 1)
 	queueLength.Dec()
 	waitSeconds.Observe(time.Since(start).Seconds())
 	if err != nil {
