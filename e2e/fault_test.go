@@ -1,0 +1,234 @@
+package e2e
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// faultTimeout is the -backend-timeout of the fault tests, and faultMargin
+// what the server may take beyond it to kill, reap and answer.
+const (
+	faultTimeout = 5 * time.Second
+	faultMargin  = 5 * time.Second
+)
+
+// checkFailedInTime fails unless got is an empty 500 that came within the
+// backend timeout and its margin.
+func checkFailedInTime(t *testing.T, got response) {
+	t.Helper()
+	t.Logf("answered %d after %s", got.status, got.elapsed.Round(time.Millisecond))
+	if got.status != http.StatusInternalServerError {
+		t.Errorf("status = %d, want 500", got.status)
+	}
+	if len(got.body) != 0 {
+		t.Errorf("body = %q, want empty", got.body)
+	}
+	if limit := faultTimeout + faultMargin; got.elapsed > limit {
+		t.Errorf("answered after %s, want within %s (-backend-timeout %s)", got.elapsed.Round(time.Millisecond), limit, faultTimeout)
+	}
+}
+
+// hangScript is a kubeadm or kubectl that never finishes. It starts a
+// grandchild, writes both pids next to itself and becomes `sleep`.
+const hangScript = `#!/bin/sh
+sleep 600 &
+echo $! > "$0.child"
+echo $$ > "$0.pid"
+exec sleep 600
+`
+
+// TestHungTools runs the server with a kubeadm and a kubectl that hang: each
+// request must fail within the backend timeout, and the hung processes, with
+// everything they started, must be gone.
+func TestHungTools(t *testing.T) {
+	e := env(t)
+	binDir := t.TempDir()
+	for _, tool := range []string{"kubeadm", "kubectl"} {
+		if err := os.WriteFile(filepath.Join(binDir, tool), []byte(hangScript), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Registered before the server's cleanup, so it runs after the server
+	// stopped: whatever hung process the server failed to kill is killed here.
+	t.Cleanup(func() {
+		files, _ := filepath.Glob(filepath.Join(binDir, "*.pid"))
+		children, _ := filepath.Glob(filepath.Join(binDir, "*.child"))
+		for _, f := range append(files, children...) {
+			pid, err := pidFile(f)
+			cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+			if err == nil && string(cmdline) == "sleep\x00600\x00" {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	})
+	s := e.startServer(t, serverConfig{binDir: binDir, args: []string{"-backend-timeout", faultTimeout.String()}})
+	tests := []struct {
+		tool, path, host string
+	}{
+		{"kubeadm", "/v2/allocate_k8s_token", "mlab1-hng01.mlab-sandbox.measurement-lab.org"},
+		{"kubectl", "/v1/node/delete", "mlab1-hng02.mlab-sandbox.measurement-lab.org"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.tool, func(t *testing.T) {
+			got := post(t, s, tc.path, extensionBody(t, tc.host, ""))
+			checkFailedInTime(t, got)
+			script := filepath.Join(binDir, tc.tool)
+			pid := readPid(t, script+".pid")
+
+			// The server's own child: killed and reaped, no zombie left.
+			if st := waitExit(pid, 3*time.Second, false); st != "" {
+				t.Errorf("hung %s (pid %d) still exists after the request, state %s", tc.tool, pid, st)
+			}
+			// Its child: killed with the process group. Once orphaned it is
+			// init's to reap, so only a running one counts.
+			child := readPid(t, script+".child")
+			if st := waitExit(child, 3*time.Second, true); st != "" && st != "Z" {
+				t.Errorf("child of the hung %s (pid %d) still runs, state %s", tc.tool, child, st)
+			}
+			checkHealthy(t, s)
+		})
+	}
+}
+
+// readPid reads a pid file written by hangScript.
+func readPid(t *testing.T, path string) int {
+	t.Helper()
+	pid, err := pidFile(path)
+	if err != nil {
+		t.Fatalf("the hung tool left no pid: %v", err)
+	}
+	return pid
+}
+
+func pidFile(path string) (int, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(strings.TrimSpace(string(b)))
+}
+
+// waitExit waits up to timeout for process pid to disappear, or with zombie
+// also to become one, and returns its last state letter (R, S, Z, …), ""
+// once it is gone.
+func waitExit(pid int, timeout time.Duration, zombie bool) string {
+	deadline := time.Now().Add(timeout)
+	for {
+		st := procState(pid)
+		if st == "" || (zombie && st == "Z") || time.Now().After(deadline) {
+			return st
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// procState returns the state letter of process pid, or "" if it does not exist.
+func procState(pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return ""
+	}
+	// "pid (comm) S …": comm may hold spaces and parentheses.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 || i+2 >= len(s) {
+		return "?"
+	}
+	return s[i+2 : i+3]
+}
+
+// TestAPIServerDown stops the API server under a running server: token and
+// node requests fail within the backend timeout while the server stays up,
+// and work again once the API server is back.
+func TestAPIServerDown(t *testing.T) {
+	e := env(t)
+	s := e.startServer(t, serverConfig{args: []string{"-backend-timeout", faultTimeout.String()}})
+	const host = "mlab1-dwn01.mlab-sandbox.measurement-lab.org"
+	e.cp.API.Stop()
+	t.Cleanup(func() {
+		if !e.cp.API.Running() {
+			if err := e.cp.API.Start(); err != nil {
+				t.Errorf("restarting the API server: %v", err)
+			}
+		}
+	})
+	for _, path := range []string{"/v1/allocate_k8s_token", "/v2/allocate_k8s_token", "/v1/node/delete"} {
+		t.Run("down "+path, func(t *testing.T) {
+			checkFailedInTime(t, post(t, s, path, extensionBody(t, host, "")))
+			checkHealthy(t, s)
+		})
+	}
+
+	if err := e.cp.API.Start(); err != nil {
+		t.Fatalf("restarting the API server: %v", err)
+	}
+	createNode(t, e, host)
+	t.Run("back", func(t *testing.T) {
+		got := post(t, s, "/v2/allocate_k8s_token", extensionBody(t, host, ""))
+		if got.status != http.StatusOK {
+			t.Errorf("token after the API server came back: status %d, want 200", got.status)
+		}
+		got = post(t, s, "/v1/node/delete", extensionBody(t, host, ""))
+		if got.status != http.StatusOK {
+			t.Errorf("node delete after the API server came back: status %d, want 200", got.status)
+		}
+		if nodeExists(t, e, host) {
+			t.Errorf("node %s still exists", host)
+		}
+	})
+}
+
+// TestEmulatorDown stops Datastore under a running server: BMC stores fail
+// within the backend timeout, and succeed again once it is back on its port.
+func TestEmulatorDown(t *testing.T) {
+	e := env(t)
+	s := e.startServer(t, serverConfig{
+		hosts: map[string]string{bmcName: bmcAddress},
+		args:  []string{"-backend-timeout", faultTimeout.String()},
+	})
+	store := func(password string) response {
+		return post(t, s, "/v1/bmc_store_password", extensionBody(t, bmcMachine, "p="+password))
+	}
+	if got := store(newPassword(t)); got.status != http.StatusOK {
+		t.Fatalf("store before the outage: status %d, want 200", got.status)
+	}
+
+	e.emu.Stop()
+	t.Cleanup(func() {
+		if !e.emu.Running() {
+			if err := e.emu.Start(); err != nil {
+				t.Errorf("restarting the emulator: %v", err)
+			}
+		}
+	})
+	checkFailedInTime(t, store(newPassword(t)))
+	checkHealthy(t, s)
+
+	if err := e.emu.Start(); err != nil {
+		t.Fatalf("restarting the emulator: %v", err)
+	}
+	// The server's client may still be backing off from the outage; stage 1
+	// would reboot and ask again, so a few failures are fine, not forever.
+	password := newPassword(t)
+	var got response
+	deadline := time.Now().Add(2 * time.Minute)
+	for attempt := 1; ; attempt++ {
+		got = store(password)
+		if got.status == http.StatusOK {
+			t.Logf("store succeeded at attempt %d after the emulator came back", attempt)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("store after the emulator came back: status %d after %d attempts, want 200", got.status, attempt)
+		}
+		time.Sleep(time.Second)
+	}
+	checkCredentials(t, password)
+}
