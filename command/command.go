@@ -45,7 +45,7 @@ func (e Exec) Run(ctx context.Context, path string, args ...string) ([]byte, err
 	cmd := exec.CommandContext(ctx, path, args...)
 	cmd.Stdout = &stdout
 	cmd.Stderr = &stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = sysProcAttr()
 	cmd.Cancel = func() error {
 		// A negative pid signals the whole process group.
 		return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
