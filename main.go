@@ -50,6 +50,11 @@ func main() {
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	slog.SetDefault(log)
 
+	// kubeadm reads --ttl 0 as "never expires": a join credential for ever.
+	if *tokenTTL <= 0 || *backendTimeout <= 0 || *commandTimeout <= 0 || *maxBootAge <= 0 {
+		log.Error("-token-ttl, -backend-timeout, -command-timeout and -max-boot-age must be positive")
+		os.Exit(2)
+	}
 	sources, err := handler.ParseSources(*allowedSources)
 	rtx.Must(err, "bad -allowed-sources")
 	if len(sources) == 0 {

@@ -85,10 +85,11 @@ var secrets = []struct {
 	re   *regexp.Regexp
 	with string
 }{
-	// Bootstrap tokens, "abcdef.0123456789abcdef": keep the public id.
-	{regexp.MustCompile(`\b([a-z0-9]{6})\.[a-z0-9]{16}\b`), "$1.<redacted>"},
+	// Bootstrap tokens, "abcdef.0123456789abcdef", wherever they stand,
+	// even inside a longer word: keep the public id.
+	{regexp.MustCompile(`([a-z0-9]{6})\.[a-z0-9]{16}`), "$1.<redacted>"},
 	// Control-plane certificate keys.
-	{regexp.MustCompile(`(--certificate-key[= ]+)\S+`), "$1<redacted>"},
+	{regexp.MustCompile(`(--certificate-key[=\s]+)\S+`), "$1<redacted>"},
 }
 
 // Redact returns s with bootstrap token secrets and certificate keys replaced,

@@ -13,34 +13,11 @@ var buckets = []float64{0.001, 0.01, 0.1, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300
 
 var (
 	// TokenRequestDuration times /v1 and /v2 allocate_k8s_token requests.
-	TokenRequestDuration = promauto.NewHistogramVec(
-		prometheus.HistogramOpts{
-			Name:    "allocate_k8s_token_request_duration_seconds",
-			Help:    "Duration of allocate_k8s_token requests by method and status code.",
-			Buckets: buckets,
-		},
-		[]string{"method", "code"},
-	)
-
+	TokenRequestDuration = requestDuration("allocate_k8s_token")
 	// BMCRequestDuration times bmc_store_password requests.
-	BMCRequestDuration = promauto.NewHistogramVec(
-		prometheus.HistogramOpts{
-			Name:    "bmc_store_password_request_duration_seconds",
-			Help:    "Duration of bmc_store_password requests by method and status code.",
-			Buckets: buckets,
-		},
-		[]string{"method", "code"},
-	)
-
+	BMCRequestDuration = requestDuration("bmc_store_password")
 	// NodeRequestDuration times node delete requests.
-	NodeRequestDuration = promauto.NewHistogramVec(
-		prometheus.HistogramOpts{
-			Name:    "node_request_duration_seconds",
-			Help:    "Duration of node requests by method and status code.",
-			Buckets: buckets,
-		},
-		[]string{"method", "code"},
-	)
+	NodeRequestDuration = requestDuration("node")
 
 	// Refusals counts requests refused before reaching a backend, by
 	// endpoint and reason (for example "method", "decode", "hostname",
@@ -63,3 +40,16 @@ var (
 		[]string{"backend"},
 	)
 )
+
+// requestDuration registers the histogram <endpoint>_request_duration_seconds
+// with the method and code labels promhttp.InstrumentHandlerDuration fills.
+func requestDuration(endpoint string) *prometheus.HistogramVec {
+	return promauto.NewHistogramVec(
+		prometheus.HistogramOpts{
+			Name:    endpoint + "_request_duration_seconds",
+			Help:    "Duration of " + endpoint + " requests by method and status code.",
+			Buckets: buckets,
+		},
+		[]string{"method", "code"},
+	)
+}

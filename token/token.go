@@ -9,8 +9,11 @@ import (
 	"net"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
+
+	"github.com/m-lab/epoxy-extensions/command"
 )
 
 // Join is what a machine needs to join the cluster, as printed by
@@ -100,7 +103,7 @@ func ParseJoinCommand(out string) (Join, error) {
 			continue // a flag without a value
 		case "--token", "--discovery-token-ca-cert-hash", "--certificate-key":
 		default:
-			return Join{}, fmt.Errorf("%w: unknown flag %q", ErrBadOutput, name)
+			return Join{}, fmt.Errorf("%w: unknown flag %q", ErrBadOutput, command.Redact(name))
 		}
 		if !hasValue {
 			if i+1 >= len(fields) {
@@ -117,7 +120,7 @@ func ParseJoinCommand(out string) (Join, error) {
 			j.Token = value
 		case "--discovery-token-ca-cert-hash":
 			if !caHashRE.MatchString(value) {
-				return Join{}, fmt.Errorf("%w: malformed CA hash %q", ErrBadOutput, value)
+				return Join{}, fmt.Errorf("%w: malformed CA hash %q", ErrBadOutput, command.Redact(value))
 			}
 			if j.CAHash == "" {
 				j.CAHash = value
@@ -127,8 +130,19 @@ func ParseJoinCommand(out string) (Join, error) {
 	if j.Token == "" || j.CAHash == "" || j.APIAddress == "" {
 		return Join{}, fmt.Errorf("%w: missing API address, token or CA hash", ErrBadOutput)
 	}
-	if _, port, err := net.SplitHostPort(j.APIAddress); err != nil || port == "" {
-		return Join{}, fmt.Errorf("%w: API address %q is not host:port", ErrBadOutput, j.APIAddress)
+	if !validAddress(j.APIAddress) {
+		return Join{}, fmt.Errorf("%w: API address %q is not host:port", ErrBadOutput, command.Redact(j.APIAddress))
 	}
 	return j, nil
+}
+
+// validAddress reports whether addr is host:port with a host and a port from
+// 1 to 65535.
+func validAddress(addr string) bool {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || host == "" {
+		return false
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	return err == nil && n > 0
 }

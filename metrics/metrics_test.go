@@ -1,0 +1,74 @@
+package metrics_test
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/m-lab/go/prometheusx/promtest"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/m-lab/epoxy-extensions/metrics"
+)
+
+// touch gives every metric a sample, so that each appears in /metrics.
+func touch() {
+	metrics.TokenRequestDuration.WithLabelValues("POST", "200").Observe(0.12)
+	metrics.BMCRequestDuration.WithLabelValues("POST", "200").Observe(0.3)
+	metrics.NodeRequestDuration.WithLabelValues("POST", "200").Observe(0.2)
+	metrics.Refusals.WithLabelValues("allocate_k8s_token", "boot_too_old").Inc()
+	metrics.BackendFailures.WithLabelValues("kubeadm").Inc()
+}
+
+func TestLintMetrics(t *testing.T) {
+	touch()
+	promtest.LintMetrics(t)
+}
+
+// TestRequestHistograms checks the names, type and labels that M-Lab's alerts
+// and dashboards scrape today (CONTRACT.md).
+func TestRequestHistograms(t *testing.T) {
+	touch()
+	families, err := prometheus.DefaultGatherer.Gather()
+	if err != nil {
+		t.Fatalf("Gather() error = %v", err)
+	}
+	tests := []struct {
+		name       string
+		metric     string
+		wantLabels []string
+	}{
+		{name: "token", metric: "allocate_k8s_token_request_duration_seconds", wantLabels: []string{"code", "method"}},
+		{name: "bmc", metric: "bmc_store_password_request_duration_seconds", wantLabels: []string{"code", "method"}},
+		{name: "node", metric: "node_request_duration_seconds", wantLabels: []string{"code", "method"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			i := -1
+			for j, f := range families {
+				if f.GetName() == tc.metric {
+					i = j
+				}
+			}
+			if i < 0 {
+				t.Fatalf("metric %q is not registered with the default registry", tc.metric)
+			}
+			f := families[i]
+			if got := f.GetType().String(); got != "HISTOGRAM" {
+				t.Errorf("metric %q has type %s, want HISTOGRAM", tc.metric, got)
+			}
+			if len(f.GetMetric()) == 0 {
+				t.Fatalf("metric %q has no series", tc.metric)
+			}
+			for _, m := range f.GetMetric() {
+				var got []string
+				for _, l := range m.GetLabel() {
+					got = append(got, l.GetName())
+				}
+				slices.Sort(got)
+				if !slices.Equal(got, tc.wantLabels) {
+					t.Errorf("metric %q has labels %q, want exactly %q", tc.metric, got, tc.wantLabels)
+				}
+			}
+		})
+	}
+}

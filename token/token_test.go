@@ -1,0 +1,433 @@
+package token_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/m-lab/epoxy-extensions/command"
+	"github.com/m-lab/epoxy-extensions/token"
+)
+
+// Both the real runner and the fake satisfy the interface Kubeadm needs.
+var (
+	_ token.Runner = command.Exec{}
+	_ token.Runner = (*fakeRunner)(nil)
+)
+
+const (
+	tok    = "abcdef.0123456789abcdef"
+	secret = "0123456789abcdef"
+	// sha256("test") and sha256(""): well formed, and free of the secret.
+	hashA = "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+	hashB = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+	// A control-plane certificate key, 32 bytes in hex.
+	certKey = "d5f1c3b2a4e6f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f7081"
+)
+
+// Outputs of `kubeadm token create --print-join-command`, as kubeadm prints
+// them: note the trailing space before the newline.
+var (
+	plainOutput        = "kubeadm join 10.0.0.1:6443 --token " + tok + " --discovery-token-ca-cert-hash " + hashA + " \n"
+	severalCAsOutput   = "kubeadm join 10.0.0.1:6443 --token " + tok + " --discovery-token-ca-cert-hash " + hashA + " --discovery-token-ca-cert-hash " + hashB + " \n"
+	controlPlaneOutput = "kubeadm join 10.0.0.1:6443 --token " + tok + " --discovery-token-ca-cert-hash " + hashA + " --control-plane --certificate-key " + certKey + " \n"
+)
+
+var (
+	tokenRE = regexp.MustCompile(`^[a-z0-9]{6}\.[a-z0-9]{16}$`)
+	hashRE  = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
+)
+
+func TestParseJoinCommand(t *testing.T) {
+	tests := []struct {
+		name string
+		out  string
+		want token.Join
+	}{
+		{
+			name: "plain, with trailing space and newline",
+			out:  plainOutput,
+			want: token.Join{APIAddress: "10.0.0.1:6443", Token: tok, CAHash: hashA},
+		},
+		{
+			name: "several CAs: the first hash is returned",
+			out:  severalCAsOutput,
+			want: token.Join{APIAddress: "10.0.0.1:6443", Token: tok, CAHash: hashA},
+		},
+		{
+			name: "control plane",
+			out:  controlPlaneOutput,
+			want: token.Join{APIAddress: "10.0.0.1:6443", Token: tok, CAHash: hashA},
+		},
+		{
+			name: "--flag=value form",
+			out:  "kubeadm join 10.0.0.1:6443 --token=" + tok + " --discovery-token-ca-cert-hash=" + hashA + " --control-plane --certificate-key=" + certKey + "\n",
+			want: token.Join{APIAddress: "10.0.0.1:6443", Token: tok, CAHash: hashA},
+		},
+		{
+			name: "flags before the address, hash before token",
+			out:  "kubeadm join --discovery-token-ca-cert-hash " + hashA + " --token " + tok + " api.mlab-oti.measurement-lab.org:6443",
+			want: token.Join{APIAddress: "api.mlab-oti.measurement-lab.org:6443", Token: tok, CAHash: hashA},
+		},
+		{
+			name: "control-plane flags first",
+			out:  "kubeadm join --control-plane --certificate-key " + certKey + " 10.0.0.1:6443 --discovery-token-ca-cert-hash " + hashB + " --token " + tok,
+			want: token.Join{APIAddress: "10.0.0.1:6443", Token: tok, CAHash: hashB},
+		},
+		{
+			name: "IPv6 address",
+			out:  "kubeadm join [2001:db8::1]:6443 --token " + tok + " --discovery-token-ca-cert-hash " + hashA + " \n",
+			want: token.Join{APIAddress: "[2001:db8::1]:6443", Token: tok, CAHash: hashA},
+		},
+		{
+			name: "other whitespace: tabs, CRLF, leading blanks",
+			out:  "\n  kubeadm\tjoin 10.0.0.1:6443\t--token " + tok + "  --discovery-token-ca-cert-hash " + hashA + "\r\n",
+			want: token.Join{APIAddress: "10.0.0.1:6443", Token: tok, CAHash: hashA},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := token.ParseJoinCommand(tc.out)
+			if err != nil {
+				t.Fatalf("ParseJoinCommand(%q) error = %v, want nil", tc.out, err)
+			}
+			if got != tc.want {
+				t.Errorf("ParseJoinCommand(%q) = %+v, want %+v", tc.out, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseJoinCommandRefuses(t *testing.T) {
+	const addr = "10.0.0.1:6443"
+	tests := []struct {
+		name string
+		out  string
+	}{
+		{name: "empty", out: ""},
+		{name: "blank", out: " \n"},
+		{name: "garbage", out: "hello " + tok + " world"},
+		{name: "kubeadm join alone", out: "kubeadm join\n"},
+		{name: "not a join command", out: "kubeadm init " + addr + " --token " + tok + " --discovery-token-ca-cert-hash " + hashA},
+		{name: "an error message", out: "error: timed out waiting for the condition " + tok + "\n"},
+		{name: "upper-case token", out: "kubeadm join " + addr + " --token ABCDEF.0123456789ABCDEF --discovery-token-ca-cert-hash " + hashA},
+		{name: "short token secret", out: "kubeadm join " + addr + " --token abcdef.0123456789abcde --discovery-token-ca-cert-hash " + hashA},
+		{name: "short token id", out: "kubeadm join " + addr + " --token abcde.0123456789abcdef --discovery-token-ca-cert-hash " + hashA},
+		{name: "token without dot", out: "kubeadm join " + addr + " --token abcdef0123456789abcdef --discovery-token-ca-cert-hash " + hashA},
+		{name: "empty token with =", out: "kubeadm join " + addr + " --token= " + tok + " --discovery-token-ca-cert-hash " + hashA},
+		{name: "repeated token", out: "kubeadm join " + addr + " --token " + tok + " --token " + tok + " --discovery-token-ca-cert-hash " + hashA},
+		{name: "hash of 63 hex digits", out: "kubeadm join " + addr + " --token " + tok + " --discovery-token-ca-cert-hash " + hashA[:len(hashA)-1]},
+		{name: "hash of 65 hex digits", out: "kubeadm join " + addr + " --token " + tok + " --discovery-token-ca-cert-hash " + hashA + "0"},
+		{name: "upper-case hash", out: "kubeadm join " + addr + " --token " + tok + " --discovery-token-ca-cert-hash " + strings.ToUpper(hashA)},
+		{name: "md5 hash", out: "kubeadm join " + addr + " --token " + tok + " --discovery-token-ca-cert-hash md5:098f6bcd4621d373cade4e832627b4f6"},
+		{name: "hash without algorithm", out: "kubeadm join " + addr + " --token " + tok + " --discovery-token-ca-cert-hash " + strings.TrimPrefix(hashA, "sha256:")},
+		{name: "second hash malformed", out: "kubeadm join " + addr + " --token " + tok + " --discovery-token-ca-cert-hash " + hashA + " --discovery-token-ca-cert-hash sha256:xyz"},
+		{name: "missing token", out: "kubeadm join " + addr + " --discovery-token-ca-cert-hash " + hashA + " \n"},
+		{name: "missing hash", out: "kubeadm join " + addr + " --token " + tok + " \n"},
+		{name: "missing address", out: "kubeadm join --token " + tok + " --discovery-token-ca-cert-hash " + hashA + " \n"},
+		{name: "two addresses", out: "kubeadm join " + addr + " 10.0.0.2:6443 --token " + tok + " --discovery-token-ca-cert-hash " + hashA},
+		{name: "unknown flag", out: "kubeadm join " + addr + " --token " + tok + " --discovery-token-ca-cert-hash " + hashA + " --skip-phases preflight"},
+		{name: "unknown flag with =", out: "kubeadm join " + addr + " --token " + tok + " --discovery-token-ca-cert-hash " + hashA + " --tls-bootstrap-token=" + tok},
+		{name: "unsafe skip flag", out: "kubeadm join " + addr + " --token " + tok + " --discovery-token-unsafe-skip-ca-verification"},
+		{name: "token flag at end without value", out: "kubeadm join " + addr + " --discovery-token-ca-cert-hash " + hashA + " --token \n"},
+		{name: "hash flag at end without value", out: "kubeadm join " + addr + " --token " + tok + " --discovery-token-ca-cert-hash\n"},
+		{name: "certificate-key flag at end without value", out: "kubeadm join " + addr + " --token " + tok + " --discovery-token-ca-cert-hash " + hashA + " --control-plane --certificate-key \n"},
+		{name: "token flag swallowing the next flag", out: "kubeadm join " + addr + " --token --discovery-token-ca-cert-hash " + hashA + " " + tok},
+		{name: "address without port", out: "kubeadm join 10.0.0.1 --token " + tok + " --discovery-token-ca-cert-hash " + hashA + " \n"},
+		{name: "address with empty port", out: "kubeadm join 10.0.0.1: --token " + tok + " --discovery-token-ca-cert-hash " + hashA + " \n"},
+		{name: "address without host", out: "kubeadm join :6443 --token " + tok + " --discovery-token-ca-cert-hash " + hashA},
+		{name: "address with named port", out: "kubeadm join h:abc --token " + tok + " --discovery-token-ca-cert-hash " + hashA},
+		{name: "address with port out of range", out: "kubeadm join h:99999 --token " + tok + " --discovery-token-ca-cert-hash " + hashA},
+		{name: "address with port zero", out: "kubeadm join h:0 --token " + tok + " --discovery-token-ca-cert-hash " + hashA},
+		{name: "bare IPv6 address", out: "kubeadm join 2001:db8::1 --token " + tok + " --discovery-token-ca-cert-hash " + hashA + " \n"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := token.ParseJoinCommand(tc.out)
+			if !errors.Is(err, token.ErrBadOutput) {
+				t.Fatalf("ParseJoinCommand(%q) = %+v, %v; want an error wrapping ErrBadOutput", tc.out, got, err)
+			}
+			if got != (token.Join{}) {
+				t.Errorf("ParseJoinCommand(%q) returned %+v with its error, want the zero Join", tc.out, got)
+			}
+			assertNoSecret(t, err)
+		})
+	}
+}
+
+// assertNoSecret fails unless err's text is free of the token secret, in any
+// case and even cut short by one character.
+func assertNoSecret(t *testing.T, err error) {
+	t.Helper()
+	if err == nil {
+		return
+	}
+	if msg := strings.ToLower(err.Error()); strings.Contains(msg, secret[:len(secret)-1]) {
+		t.Errorf("error %q contains the token secret", err)
+	}
+}
+
+// TestParseJoinCommandNeverEchoesSecrets feeds outputs in which a token sits
+// where ParseJoinCommand quotes a value back in its error: the value must be
+// redacted.
+func TestParseJoinCommandNeverEchoesSecrets(t *testing.T) {
+	tests := []struct {
+		name string
+		out  string
+	}{
+		{name: "token as the CA hash", out: "kubeadm join 10.0.0.1:6443 --token " + tok + " --discovery-token-ca-cert-hash " + tok},
+		{name: "token as the API address", out: "kubeadm join " + tok + " --token " + tok + " --discovery-token-ca-cert-hash " + hashA},
+		{name: "token as an unknown flag", out: "kubeadm join 10.0.0.1:6443 --token " + tok + " --discovery-token-ca-cert-hash " + hashA + " -" + tok},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := token.ParseJoinCommand(tc.out)
+			if !errors.Is(err, token.ErrBadOutput) {
+				t.Fatalf("ParseJoinCommand(%q) error = %v, want one wrapping ErrBadOutput", tc.out, err)
+			}
+			assertNoSecret(t, err)
+		})
+	}
+}
+
+// fakeRunner records each run and answers with out and err, or with what
+// answer returns when it is set. It is safe for concurrent use.
+type fakeRunner struct {
+	out    string
+	err    error
+	answer func(args []string) (string, error)
+
+	mu    sync.Mutex
+	calls []call
+}
+
+type call struct {
+	ctx  context.Context
+	path string
+	args []string
+}
+
+func (f *fakeRunner) Run(ctx context.Context, path string, args ...string) ([]byte, error) {
+	f.mu.Lock()
+	f.calls = append(f.calls, call{ctx: ctx, path: path, args: slices.Clone(args)})
+	f.mu.Unlock()
+	if f.answer != nil {
+		out, err := f.answer(args)
+		return []byte(out), err
+	}
+	return []byte(f.out), f.err
+}
+
+type ctxKey struct{}
+
+func TestKubeadmCreate(t *testing.T) {
+	errRun := errors.New("kubeadm: exit status 1: stderr: \"error: timed out\"")
+	tests := []struct {
+		name       string
+		kubeadm    token.Kubeadm
+		host       string
+		out        string
+		runErr     error
+		wantArgs   []string
+		want       token.Join
+		wantErrIs  error
+		wantNotBad bool // the error must not claim bad output
+	}{
+		{
+			name:    "named host, no kubeconfig",
+			kubeadm: token.Kubeadm{BinDir: "/usr/bin", TTL: 5 * time.Minute},
+			host:    "mlab1-lga01.mlab-oti.measurement-lab.org",
+			out:     plainOutput,
+			wantArgs: []string{"token", "create", "--ttl", "5m0s", "--print-join-command",
+				"--description", "Allow mlab1-lga01.mlab-oti.measurement-lab.org to join the cluster"},
+			want: token.Join{APIAddress: "10.0.0.1:6443", Token: tok, CAHash: hashA},
+		},
+		{
+			name:    "kubeconfig is passed when set",
+			kubeadm: token.Kubeadm{BinDir: "/opt/k8s/bin", Kubeconfig: "/etc/kubernetes/admin.conf", TTL: 5 * time.Minute},
+			host:    "mlab1-lga01.mlab-oti.measurement-lab.org-d9h6",
+			out:     controlPlaneOutput,
+			wantArgs: []string{"token", "create", "--ttl", "5m0s", "--print-join-command",
+				"--description", "Allow mlab1-lga01.mlab-oti.measurement-lab.org-d9h6 to join the cluster",
+				"--kubeconfig", "/etc/kubernetes/admin.conf"},
+			want: token.Join{APIAddress: "10.0.0.1:6443", Token: tok, CAHash: hashA},
+		},
+		{
+			name:    "empty host gets the unnamed description",
+			kubeadm: token.Kubeadm{BinDir: "/usr/bin", TTL: 10 * time.Minute},
+			host:    "",
+			out:     severalCAsOutput,
+			wantArgs: []string{"token", "create", "--ttl", "10m0s", "--print-join-command",
+				"--description", "Allow an unnamed machine to join the cluster"},
+			want: token.Join{APIAddress: "10.0.0.1:6443", Token: tok, CAHash: hashA},
+		},
+		{
+			name:    "runner failure is wrapped",
+			kubeadm: token.Kubeadm{BinDir: "/usr/bin", TTL: 5 * time.Minute},
+			host:    "mlab1-lga01.mlab-oti.measurement-lab.org",
+			runErr:  errRun,
+			wantArgs: []string{"token", "create", "--ttl", "5m0s", "--print-join-command",
+				"--description", "Allow mlab1-lga01.mlab-oti.measurement-lab.org to join the cluster"},
+			wantErrIs:  errRun,
+			wantNotBad: true,
+		},
+		{
+			name:    "deadline from the runner is wrapped",
+			kubeadm: token.Kubeadm{BinDir: "/usr/bin", TTL: 5 * time.Minute},
+			host:    "mlab1-lga01.mlab-oti.measurement-lab.org",
+			runErr:  fmt.Errorf("/usr/bin/kubeadm killed: %w", context.DeadlineExceeded),
+			wantArgs: []string{"token", "create", "--ttl", "5m0s", "--print-join-command",
+				"--description", "Allow mlab1-lga01.mlab-oti.measurement-lab.org to join the cluster"},
+			wantErrIs:  context.DeadlineExceeded,
+			wantNotBad: true,
+		},
+		{
+			name:    "garbage output is bad output",
+			kubeadm: token.Kubeadm{BinDir: "/usr/bin", TTL: 5 * time.Minute},
+			host:    "mlab1-lga01.mlab-oti.measurement-lab.org",
+			out:     "W1120 10:00:00.000000 1 warnings.go:70] something\n" + tok + "\n",
+			wantArgs: []string{"token", "create", "--ttl", "5m0s", "--print-join-command",
+				"--description", "Allow mlab1-lga01.mlab-oti.measurement-lab.org to join the cluster"},
+			wantErrIs: token.ErrBadOutput,
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := &fakeRunner{out: tc.out, err: tc.runErr}
+			k := tc.kubeadm
+			k.Runner = r
+			ctx := context.WithValue(context.Background(), ctxKey{}, tc.name)
+
+			got, err := k.Create(ctx, tc.host)
+
+			if len(r.calls) != 1 {
+				t.Fatalf("Create ran kubeadm %d times, want once", len(r.calls))
+			}
+			c := r.calls[0]
+			if want := k.BinDir + "/kubeadm"; c.path != want {
+				t.Errorf("Create ran %q, want %q", c.path, want)
+			}
+			if !slices.Equal(c.args, tc.wantArgs) {
+				t.Errorf("Create ran kubeadm with args\n%q\nwant\n%q", c.args, tc.wantArgs)
+			}
+			if c.ctx.Value(ctxKey{}) != tc.name {
+				t.Errorf("Create did not pass its context to the runner")
+			}
+			if tc.wantErrIs != nil {
+				if !errors.Is(err, tc.wantErrIs) {
+					t.Errorf("Create(%q) error = %v, want one wrapping %v", tc.host, err, tc.wantErrIs)
+				}
+				if tc.wantNotBad && errors.Is(err, token.ErrBadOutput) {
+					t.Errorf("Create(%q) error = %v wraps ErrBadOutput, want only the runner's error", tc.host, err)
+				}
+				if got != (token.Join{}) {
+					t.Errorf("Create(%q) returned %+v with its error, want the zero Join", tc.host, got)
+				}
+				assertNoSecret(t, err)
+				return
+			}
+			if err != nil {
+				t.Fatalf("Create(%q) error = %v, want nil", tc.host, err)
+			}
+			if got != tc.want {
+				t.Errorf("Create(%q) = %+v, want %+v", tc.host, got, tc.want)
+			}
+		})
+	}
+}
+
+// TestKubeadmCreateConcurrent checks that concurrent calls on one Kubeadm
+// each get the token kubeadm printed for them, never another caller's.
+func TestKubeadmCreateConcurrent(t *testing.T) {
+	const n = 200
+	r := &fakeRunner{answer: func(args []string) (string, error) {
+		i := slices.Index(args, "--description")
+		if i < 0 || i+1 >= len(args) {
+			return "", errors.New("no --description")
+		}
+		host := strings.TrimSuffix(strings.TrimPrefix(args[i+1], "Allow "), " to join the cluster")
+		var id int
+		if _, err := fmt.Sscanf(host, "mlab-host-%d", &id); err != nil {
+			return "", fmt.Errorf("description %q: %w", args[i+1], err)
+		}
+		return "kubeadm join 10.0.0.1:6443 --token " + tokenFor(id) + " --discovery-token-ca-cert-hash " + hashA + " \n", nil
+	}}
+	k := &token.Kubeadm{Runner: r, BinDir: "/usr/bin", TTL: 5 * time.Minute}
+
+	got := make([]token.Join, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			got[i], errs[i] = k.Create(context.Background(), fmt.Sprintf("mlab-host-%d", i))
+		}()
+	}
+	close(start)
+	wg.Wait()
+
+	for i := range n {
+		if errs[i] != nil {
+			t.Errorf("Create(mlab-host-%d) error = %v, want nil", i, errs[i])
+			continue
+		}
+		if want := tokenFor(i); got[i].Token != want {
+			t.Errorf("Create(mlab-host-%d) token = %q, want %q", i, got[i].Token, want)
+		}
+	}
+	if len(r.calls) != n {
+		t.Errorf("kubeadm ran %d times, want %d", len(r.calls), n)
+	}
+}
+
+// tokenFor returns a well-formed token unique to i.
+func tokenFor(i int) string {
+	return fmt.Sprintf("%06d.%016d", i, i)
+}
+
+func FuzzParseJoinCommand(f *testing.F) {
+	for _, seed := range []string{
+		plainOutput,
+		severalCAsOutput,
+		controlPlaneOutput,
+		"kubeadm join 10.0.0.1:6443 --token=" + tok + " --discovery-token-ca-cert-hash=" + hashA + "\n",
+		"kubeadm join --discovery-token-ca-cert-hash " + hashA + " --token " + tok + " api.mlab-oti.measurement-lab.org:6443",
+		"kubeadm join [2001:db8::1]:6443 --token " + tok + " --discovery-token-ca-cert-hash " + hashA + " \n",
+		"kubeadm join 10.0.0.1 --token " + tok + " --discovery-token-ca-cert-hash " + hashA,
+		"kubeadm join 10.0.0.1:6443 --token --discovery-token-ca-cert-hash " + hashA,
+		"kubeadm join 10.0.0.1:6443 --certificate-key",
+		"kubeadm join",
+		"error: timed out waiting for the condition\n",
+		"",
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, out string) {
+		j, err := token.ParseJoinCommand(out)
+		if err != nil {
+			if !errors.Is(err, token.ErrBadOutput) {
+				t.Fatalf("ParseJoinCommand(%q) error = %v, want one wrapping ErrBadOutput", out, err)
+			}
+			return
+		}
+		if !tokenRE.MatchString(j.Token) {
+			t.Errorf("ParseJoinCommand(%q) token = %q, want one matching %s", out, j.Token, tokenRE)
+		}
+		if !hashRE.MatchString(j.CAHash) {
+			t.Errorf("ParseJoinCommand(%q) CA hash = %q, want one matching %s", out, j.CAHash, hashRE)
+		}
+		if _, _, err := net.SplitHostPort(j.APIAddress); err != nil {
+			t.Errorf("ParseJoinCommand(%q) API address = %q, not host:port: %v", out, j.APIAddress, err)
+		}
+	})
+}
