@@ -83,16 +83,7 @@ func main() {
 		Ready:          func() error { return command.Executable(*binDir, "kubeadm", "kubectl") },
 		Log:            log,
 	}
-	httpServer := &http.Server{
-		Handler:           handler.NewMux(srv, prometheus.DefaultGatherer),
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		// A response may wait for a whole backend call.
-		WriteTimeout:   *backendTimeout + 15*time.Second,
-		IdleTimeout:    2 * time.Minute,
-		MaxHeaderBytes: 64 << 10,
-		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
+	httpServer := newHTTPServer(handler.NewMux(srv, prometheus.DefaultGatherer), *backendTimeout, log)
 	// Listen before serving, so that a busy port fails at start.
 	var ln net.Listener
 	ln, err = net.Listen("tcp", *listenAddress)
@@ -124,4 +115,23 @@ func main() {
 		log.Error("closing datastore clients", "error", err)
 	}
 	log.Info("stopped")
+}
+
+// headerTimeout bounds how long a client may take to send its request
+// headers, so stalled (slowloris) clients are dropped quickly.
+var headerTimeout = 10 * time.Second
+
+// newHTTPServer returns a server for h with timeouts on every phase of a
+// connection. A response may wait for a whole backend call, so the write
+// timeout follows backendTimeout.
+func newHTTPServer(h http.Handler, backendTimeout time.Duration, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: headerTimeout,
+		ReadTimeout:       headerTimeout + 20*time.Second,
+		WriteTimeout:      backendTimeout + 15*time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
 }
