@@ -42,3 +42,10 @@ unit:
 
 k8s-binaries:
 	K8S_VERSION=$(K8S_VERSION) e2e/k8s-binaries.sh
+
+# The whole stack on loopback (etcd, kube-apiserver, the Datastore emulator,
+# this server against them on 127.0.0.1:8800), with a curl line printed for
+# every endpoint; Ctrl-C stops it all. DEVFLAGS go to devstack, e.g.
+# DEVFLAGS='-listen-address 127.0.0.1:8801 -- -max-tokens-per-host 0'.
+dev:
+	$(GO) run ./e2e/devstack $(DEVFLAGS)

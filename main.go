@@ -108,13 +108,19 @@ func main() {
 	log.Info("shutting down: draining requests in flight", "grace", grace.String())
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
+	status := 0
 	if err := httpServer.Shutdown(shutdownCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		log.Error("shutdown did not drain every request", "error", err)
+		status = 1
 	}
 	if err := store.Close(); err != nil {
 		log.Error("closing datastore clients", "error", err)
+		status = 1
 	}
-	log.Info("stopped")
+	log.Info("stopped", "exit_status", status)
+	stop()
+	cancel()
+	os.Exit(status)
 }
 
 // headerTimeout bounds how long a client may take to send its request

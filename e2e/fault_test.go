@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -49,25 +48,8 @@ exec sleep 600
 // everything they started, must be gone.
 func TestHungTools(t *testing.T) {
 	e := env(t)
-	binDir := t.TempDir()
-	for _, tool := range []string{"kubeadm", "kubectl"} {
-		if err := os.WriteFile(filepath.Join(binDir, tool), []byte(hangScript), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// Registered before the server's cleanup, so it runs after the server
-	// stopped: whatever hung process the server failed to kill is killed here.
-	t.Cleanup(func() {
-		files, _ := filepath.Glob(filepath.Join(binDir, "*.pid"))
-		children, _ := filepath.Glob(filepath.Join(binDir, "*.child"))
-		for _, f := range append(files, children...) {
-			pid, err := pidFile(f)
-			cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-			if err == nil && string(cmdline) == "sleep\x00600\x00" {
-				syscall.Kill(pid, syscall.SIGKILL)
-			}
-		}
-	})
+	// Before the server, so that its cleanup runs after the server stopped.
+	binDir := hungBinDir(t)
 	s := e.startServer(t, serverConfig{binDir: binDir, args: []string{"-backend-timeout", faultTimeout.String()}})
 	tests := []struct {
 		tool, path, host string

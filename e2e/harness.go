@@ -38,8 +38,13 @@ type Process struct {
 // StartProcess starts path with args and env (added to the test process's
 // environment), its stdout and stderr going to out.
 func StartProcess(name string, out io.Writer, env []string, path string, args ...string) (*Process, error) {
+	return startProcess(name, out, append(os.Environ(), env...), path, args...)
+}
+
+// startProcess is StartProcess with exactly the environment env.
+func startProcess(name string, out io.Writer, env []string, path string, args ...string) (*Process, error) {
 	cmd := exec.Command(path, args...)
-	cmd.Env = append(os.Environ(), env...)
+	cmd.Env = env
 	cmd.Stdout = out
 	cmd.Stderr = out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}

@@ -3,10 +3,15 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -33,7 +38,13 @@ type ServerOptions struct {
 	Binary string
 	// Args are its flags; StartServer adds -listen-address.
 	Args []string
-	// Env is added to the test process's environment.
+	// Addr, when set, is the -listen-address ("127.0.0.1:8800"); otherwise
+	// the server gets a free loopback port.
+	Addr string
+	// Output, when set, also receives the server's output as it is written.
+	Output io.Writer
+	// Env is the server's environment, on top of the few variables
+	// serverEnv keeps from the test process's.
 	Env []string
 	// HostsFile, when set, is the server's /etc/hosts: it runs in a private
 	// mount namespace (unshare -m) where the file is bind-mounted over
@@ -46,18 +57,31 @@ type Server struct {
 	// URL is "http://127.0.0.1:PORT".
 	URL string
 
-	proc *Process
-	log  *SyncBuffer
+	proc       *Process
+	log        *SyncBuffer
+	terminated atomic.Bool // Terminate was called
 }
 
-// StartServer starts the server on a free loopback port and waits until
-// GET / answers 200. Its stdout and stderr (JSON log lines) are kept for Log.
+// StartServer starts the server on opts.Addr or a free loopback port and
+// waits until GET / answers 200. Its stdout and stderr (JSON log lines) are
+// kept for Log, and copied to opts.Output when set.
 func StartServer(opts ServerOptions) (*Server, error) {
-	port, err := FreePort()
-	if err != nil {
-		return nil, err
+	addr := opts.Addr
+	if addr == "" {
+		port, err := FreePort()
+		if err != nil {
+			return nil, err
+		}
+		addr = "127.0.0.1:" + strconv.Itoa(port)
 	}
-	addr := "127.0.0.1:" + strconv.Itoa(port)
+	// The address to reach it at: loopback when it listens on every address.
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen address %q: %w", addr, err)
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
 	args := append([]string{"-listen-address", addr}, opts.Args...)
 	path := opts.Binary
 	if opts.HostsFile != "" {
@@ -67,8 +91,12 @@ func StartServer(opts ServerOptions) (*Server, error) {
 		args = append([]string{"-m", "bash", "-c", script, opts.HostsFile, path}, args...)
 		path = "unshare"
 	}
-	s := &Server{URL: "http://" + addr, log: &SyncBuffer{}}
-	if s.proc, err = StartProcess("epoxy-extensions", s.log, opts.Env, path, args...); err != nil {
+	s := &Server{URL: "http://" + net.JoinHostPort(host, port), log: &SyncBuffer{}}
+	var out io.Writer = s.log
+	if opts.Output != nil {
+		out = io.MultiWriter(s.log, opts.Output)
+	}
+	if s.proc, err = startProcess("epoxy-extensions", out, serverEnv(opts.Env), path, args...); err != nil {
 		return nil, err
 	}
 	err = Poll(30*time.Second, 50*time.Millisecond, s.proc, func(ctx context.Context) error {
@@ -87,12 +115,41 @@ func (s *Server) Log() string { return s.log.String() }
 // Pid returns the server's process id.
 func (s *Server) Pid() int { return s.proc.Pid() }
 
+// Exited is closed once the server has exited.
+func (s *Server) Exited() <-chan struct{} { return s.proc.Exited() }
+
+// Terminate sends SIGTERM to the server process alone, as a service manager
+// does, and returns at once; Wait tells how it ended.
+func (s *Server) Terminate() error {
+	s.terminated.Store(true)
+	return s.proc.cmd.Process.Signal(syscall.SIGTERM)
+}
+
+// Wait waits up to timeout for the server to exit, and returns nil only when
+// it exited with status 0.
+func (s *Server) Wait(timeout time.Duration) error {
+	select {
+	case <-s.proc.Exited():
+		return s.proc.ExitErr()
+	default:
+	}
+	select {
+	case <-s.proc.Exited():
+		return s.proc.ExitErr()
+	case <-time.After(timeout):
+		return fmt.Errorf("server still running after %s", timeout)
+	}
+}
+
 // Stop sends SIGTERM and waits for the server to drain and exit (SIGKILL
 // after grace). It returns nil only when the server exited with status 0 of
-// its own accord.
+// its own accord. After Terminate, it waits for that exit instead.
 func (s *Server) Stop(grace time.Duration) error {
 	select {
 	case <-s.proc.Exited():
+		if s.terminated.Load() {
+			return s.proc.ExitErr()
+		}
 		return fmt.Errorf("server had already exited: %v", s.proc.ExitErr())
 	default:
 	}
@@ -102,4 +159,18 @@ func (s *Server) Stop(grace time.Duration) error {
 		return fmt.Errorf("server exit after SIGTERM (%s): %w", time.Since(start).Round(time.Millisecond), err)
 	}
 	return nil
+}
+
+// serverEnv returns extra plus the test process's PATH, HOME, TMPDIR and
+// race-detector settings, and nothing else: the server reads every flag from
+// the environment too, so a developer's TOKEN_TTL or ALLOWED_SOURCES must not
+// change what the tests run against.
+func serverEnv(extra []string) []string {
+	var env []string
+	for _, k := range []string{"PATH", "HOME", "TMPDIR", "GORACE"} {
+		if v, ok := os.LookupEnv(k); ok {
+			env = append(env, k+"="+v)
+		}
+	}
+	return append(env, extra...)
 }

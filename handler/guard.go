@@ -111,6 +111,19 @@ func (b *Budget) Take(host string) bool {
 	return true
 }
 
+// Return gives back the token Take spent for host, when no token was made
+// after all: a kubeadm failure must not use up a machine's budget.
+func (b *Budget) Return(host string) {
+	if b == nil || b.Max <= 0 {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if times := b.hosts[host]; len(times) > 0 {
+		b.hosts[host] = times[:len(times)-1]
+	}
+}
+
 // sweep forgets hosts whose every token is older than cutoff.
 func (b *Budget) sweep(cutoff time.Time) {
 	for h, times := range b.hosts {

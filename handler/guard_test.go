@@ -121,6 +121,21 @@ func TestTokenBudgetRefuses(t *testing.T) {
 	}
 }
 
+func TestTokenBudgetIgnoresFailures(t *testing.T) {
+	tokens := &fakeTokens{fail: true}
+	s, _ := testServer(tokens, &fakeNodes{}, &fakeCreds{}, now)
+	s.Budget = &Budget{Max: 1, Window: time.Minute, Now: func() time.Time { return now }}
+	for range 3 {
+		if got := do(t, s, "POST", "/v2/allocate_k8s_token", body(machine, now, "")).StatusCode; got != 500 {
+			t.Fatalf("failing kubeadm: status %d, want 500", got)
+		}
+	}
+	tokens.fail = false
+	if got := do(t, s, "POST", "/v2/allocate_k8s_token", body(machine, now, "")).StatusCode; got != 200 {
+		t.Errorf("after 3 failures with a budget of 1: status %d, want 200", got)
+	}
+}
+
 // busyTokens fails as a saturated command runner does.
 type busyTokens struct{}
 

@@ -45,6 +45,7 @@ type Server struct {
 	// or one DNS lookup plus Datastore write.
 	BackendTimeout time.Duration
 	// Budget limits the tokens each host may get; nil means no limit.
+	// Machines without a hostname (control-plane VMs) share one budget.
 	Budget *Budget
 	// Ready reports whether the backends can serve; nil means always.
 	Ready func() error
@@ -102,6 +103,7 @@ func (s *Server) token(endpoint string) http.HandlerFunc {
 		defer cancel()
 		join, err := s.Tokens.Create(ctx, req.Host)
 		if err != nil {
+			s.Budget.Return(req.Host)
 			s.fail(w, r, o, &backendError{"kubeadm", err})
 			return
 		}

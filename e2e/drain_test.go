@@ -1,0 +1,96 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// slowKubeadm is a kubeadm that waits 2 s before it becomes the real one
+// (%s), so that requests are certainly in flight when the test acts.
+const slowKubeadm = `#!/bin/sh
+sleep 2
+exec %s "$@"
+`
+
+// TestSIGTERMDrainsInFlight sends SIGTERM, as Kubernetes or systemd does on
+// a rollout, while 50 token requests are running their kubeadm: every one
+// must still get its 200 and a working token, and the server must then exit
+// with status 0.
+func TestSIGTERMDrainsInFlight(t *testing.T) {
+	const inFlight = 50
+	e := env(t)
+	binDir := t.TempDir()
+	script := fmt.Sprintf(slowKubeadm, shellQuote(filepath.Join(e.cp.BinDir, "kubeadm")))
+	if err := os.WriteFile(filepath.Join(binDir, "kubeadm"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(e.cp.BinDir, "kubectl"), filepath.Join(binDir, "kubectl")); err != nil {
+		t.Fatal(err)
+	}
+	s := e.startServer(t, serverConfig{binDir: binDir, args: []string{
+		// Every request runs its kubeadm at once, and has all the time it
+		// needs: the shutdown grace is -backend-timeout + 5s.
+		"-max-concurrent-commands", strconv.Itoa(inFlight),
+		"-backend-timeout", "2m",
+	}})
+
+	hosts := make([]string, inFlight)
+	responses := make([]response, inFlight)
+	errs := make([]error, inFlight)
+	var answered atomic.Int32
+	var wg sync.WaitGroup
+	for i := range hosts {
+		hosts[i] = fmt.Sprintf("mlab1-d%03d.mlab-sandbox.measurement-lab.org", i)
+		body := extensionBody(t, hosts[i], "")
+		wg.Go(func() {
+			responses[i], errs[i] = send(http.MethodPost, s.URL+"/v2/allocate_k8s_token", body)
+			answered.Add(1)
+		})
+	}
+	// Every request is in flight once each has its own kubeadm running.
+	err := Poll(2*time.Minute, 10*time.Millisecond, s.proc, func(context.Context) error {
+		if n := childrenNamed(s.Pid(), "kubeadm"); n < inFlight {
+			return fmt.Errorf("%d kubeadm children of the server, want %d", n, inFlight)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := int(answered.Load())
+	if err := s.Terminate(); err != nil {
+		t.Fatalf("SIGTERM: %v", err)
+	}
+	t.Logf("SIGTERM sent with %d of %d requests in flight", inFlight-done, inFlight)
+	if done == inFlight {
+		t.Fatalf("all %d requests were answered before SIGTERM: nothing was left to drain", inFlight)
+	}
+
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("%s: %v (the server dropped a request in flight)", hosts[i], err)
+		}
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+	checkJoinTokens(t, e, hosts, responses)
+	if err := s.Wait(3 * time.Minute); err != nil {
+		t.Errorf("server exit after SIGTERM: %v, want status 0", err)
+	}
+}
+
+// shellQuote returns s as one single-quoted shell word.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}

@@ -1,0 +1,89 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// hungBinDir returns a -bin-dir whose kubeadm and kubectl are hangScript.
+// At the end of the test (after the server stopped, when called before
+// startServer) it kills whatever hung process the server failed to kill.
+func hungBinDir(t *testing.T) string {
+	t.Helper()
+	binDir := t.TempDir()
+	for _, tool := range []string{"kubeadm", "kubectl"} {
+		if err := os.WriteFile(filepath.Join(binDir, tool), []byte(hangScript), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		files, _ := filepath.Glob(filepath.Join(binDir, "*.pid"))
+		children, _ := filepath.Glob(filepath.Join(binDir, "*.child"))
+		for _, f := range append(files, children...) {
+			pid, err := pidFile(f)
+			cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+			if err == nil && string(cmdline) == "sleep\x00600\x00" {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	})
+	return binDir
+}
+
+// TestCommandTimeout runs a kubeadm and a kubectl that hang under a server
+// whose -command-timeout is far shorter than its -backend-timeout: the run
+// is killed at the command timeout, on its own, and the request gets its
+// 500 then, not when the backend deadline comes.
+func TestCommandTimeout(t *testing.T) {
+	const (
+		commandTimeout = 2 * time.Second
+		backendTimeout = 30 * time.Second
+		limit          = 10 * time.Second // commandTimeout plus a margin to kill, reap and answer
+	)
+	e := env(t)
+	binDir := hungBinDir(t)
+	s := e.startServer(t, serverConfig{binDir: binDir, args: []string{
+		"-command-timeout", commandTimeout.String(),
+		"-backend-timeout", backendTimeout.String(),
+	}})
+	tests := []struct {
+		tool, path, host string
+	}{
+		{"kubeadm", "/v2/allocate_k8s_token", "mlab1-cto01.mlab-sandbox.measurement-lab.org"},
+		{"kubectl", "/v1/node/delete", "mlab1-cto02.mlab-sandbox.measurement-lab.org"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.tool, func(t *testing.T) {
+			got := post(t, s, tc.path, extensionBody(t, tc.host, ""))
+			t.Logf("answered %d after %s", got.status, got.elapsed.Round(time.Millisecond))
+			if got.status != 500 {
+				t.Errorf("status = %d, want 500", got.status)
+			}
+			if len(got.body) != 0 {
+				t.Errorf("body = %q, want empty", got.body)
+			}
+			if got.elapsed > limit {
+				t.Errorf("answered after %s, want within %s (-command-timeout %s, -backend-timeout %s)",
+					got.elapsed.Round(time.Millisecond), limit, commandTimeout, backendTimeout)
+			}
+			if got.elapsed < commandTimeout {
+				t.Errorf("answered after %s, before -command-timeout %s: the %s cannot have hung",
+					got.elapsed.Round(time.Millisecond), commandTimeout, tc.tool)
+			}
+			script := filepath.Join(binDir, tc.tool)
+			pid := readPid(t, script+".pid")
+			if st := waitExit(pid, 3*time.Second, false); st != "" {
+				t.Errorf("hung %s (pid %d) still exists after the request, state %s", tc.tool, pid, st)
+			}
+			child := readPid(t, script+".child")
+			if st := waitExit(child, 3*time.Second, true); st != "" && st != "Z" {
+				t.Errorf("child of the hung %s (pid %d) still runs, state %s", tc.tool, child, st)
+			}
+			checkHealthy(t, s)
+		})
+	}
+}
