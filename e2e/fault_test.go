@@ -61,19 +61,7 @@ func TestHungTools(t *testing.T) {
 		t.Run(tc.tool, func(t *testing.T) {
 			got := post(t, s, tc.path, extensionBody(t, tc.host, ""))
 			checkFailedInTime(t, got)
-			script := filepath.Join(binDir, tc.tool)
-			pid := readPid(t, script+".pid")
-
-			// The server's own child: killed and reaped, no zombie left.
-			if st := waitExit(pid, 3*time.Second, false); st != "" {
-				t.Errorf("hung %s (pid %d) still exists after the request, state %s", tc.tool, pid, st)
-			}
-			// Its child: killed with the process group. Once orphaned it is
-			// init's to reap, so only a running one counts.
-			child := readPid(t, script+".child")
-			if st := waitExit(child, 3*time.Second, true); st != "" && st != "Z" {
-				t.Errorf("child of the hung %s (pid %d) still runs, state %s", tc.tool, child, st)
-			}
+			checkHungKilled(t, binDir, tc.tool)
 			checkHealthy(t, s)
 		})
 	}
@@ -213,4 +201,22 @@ func TestEmulatorDown(t *testing.T) {
 		time.Sleep(time.Second)
 	}
 	checkCredentials(t, password)
+}
+
+// checkHungKilled checks that the hung tool in binDir (see hungBinDir) and
+// the child it started are gone.
+func checkHungKilled(t *testing.T, binDir, tool string) {
+	t.Helper()
+	script := filepath.Join(binDir, tool)
+	pid := readPid(t, script+".pid")
+	// The server's own child: killed and reaped, no zombie left.
+	if st := waitExit(pid, 3*time.Second, false); st != "" {
+		t.Errorf("hung %s (pid %d) still exists after the request, state %s", tool, pid, st)
+	}
+	// Its child: killed with the process group. Once orphaned it is init's
+	// to reap, so only a running one counts.
+	child := readPid(t, script+".child")
+	if st := waitExit(child, 3*time.Second, true); st != "" && st != "Z" {
+		t.Errorf("child of the hung %s (pid %d) still runs, state %s", tool, child, st)
+	}
 }

@@ -74,15 +74,7 @@ func TestCommandTimeout(t *testing.T) {
 				t.Errorf("answered after %s, before -command-timeout %s: the %s cannot have hung",
 					got.elapsed.Round(time.Millisecond), commandTimeout, tc.tool)
 			}
-			script := filepath.Join(binDir, tc.tool)
-			pid := readPid(t, script+".pid")
-			if st := waitExit(pid, 3*time.Second, false); st != "" {
-				t.Errorf("hung %s (pid %d) still exists after the request, state %s", tc.tool, pid, st)
-			}
-			child := readPid(t, script+".child")
-			if st := waitExit(child, 3*time.Second, true); st != "" && st != "Z" {
-				t.Errorf("child of the hung %s (pid %d) still runs, state %s", tc.tool, child, st)
-			}
+			checkHungKilled(t, binDir, tc.tool)
 			checkHealthy(t, s)
 		})
 	}
