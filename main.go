@@ -19,23 +19,21 @@ import (
 	"github.com/m-lab/go/flagx"
 	"github.com/m-lab/go/rtx"
 	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/klog/v2"
 
-	"github.com/m-lab/epoxy-extensions/command"
 	"github.com/m-lab/epoxy-extensions/handler"
-	"github.com/m-lab/epoxy-extensions/node"
 	"github.com/m-lab/epoxy-extensions/storage"
-	"github.com/m-lab/epoxy-extensions/token"
 )
 
 var (
 	listenAddress    = flag.String("listen-address", ":8800", "Address to listen on for HTTP requests.")
 	binDir           = flag.String("bin-dir", "/usr/bin", "Directory holding the kubeadm and kubectl binaries.")
-	kubeconfig       = flag.String("kubeconfig", "", "Kubeconfig passed to kubeadm and kubectl as --kubeconfig; empty lets them find their own.")
+	kubeconfig       = flag.String("kubeconfig", "", "Kubeconfig for the cluster: passed to kubeadm and kubectl as --kubeconfig (empty lets them find their own), or read by -kube-backend=api (empty means the pod's service account).")
 	tokenTTL         = flag.Duration("token-ttl", 5*time.Minute, "Lifetime of each join token.")
 	maxBootAge       = flag.Duration("max-boot-age", 120*time.Minute, "Refuse (408) machines whose last_boot is older than this.")
 	maxClockSkew     = flag.Duration("max-clock-skew", 5*time.Minute, "Refuse (400) a last_boot further than this in the future.")
 	backendTimeout   = flag.Duration("backend-timeout", 3*time.Minute, "Deadline for each request's backend work: waiting for a command slot plus the kubeadm or kubectl run, or a DNS lookup plus Datastore write.")
-	commandTimeout   = flag.Duration("command-timeout", 30*time.Second, "Deadline for one kubeadm or kubectl run; a program still running then is killed with its process group.")
+	commandTimeout   = flag.Duration("command-timeout", 30*time.Second, "Deadline for one kubeadm or kubectl run (a program still running then is killed with its process group), or with -kube-backend=api for one API call, retries included.")
 	datastoreProject = flag.String("datastore-project", "", "Google Cloud project for BMC credentials; empty uses the project in each machine's hostname.")
 	maxCommands      = flag.Int("max-concurrent-commands", 2*runtime.NumCPU(), "Most kubeadm and kubectl processes running at once; more requests wait their turn within -backend-timeout.")
 	allowedSources   = flag.String("allowed-sources", "", "Comma-separated CIDRs allowed to call the extension endpoints (ePoxy, VM subnets); empty allows everyone.")
@@ -49,6 +47,7 @@ func main() {
 	rtx.Must(flagx.ArgsFromEnv(flag.CommandLine), "could not read flags from the environment")
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	slog.SetDefault(log)
+	klog.SetSlogLogger(log) // client-go logs through klog
 
 	// kubeadm reads --ttl 0 as "never expires": a join credential for ever.
 	if *tokenTTL <= 0 || *backendTimeout <= 0 || *commandTimeout <= 0 || *maxBootAge <= 0 {
@@ -60,18 +59,19 @@ func main() {
 	if len(sources) == 0 {
 		log.Warn("-allowed-sources is empty: anyone who reaches this port can mint join tokens, store BMC passwords and delete nodes")
 	}
-	if *maxCommands < 1 {
-		*maxCommands = 1
+	tokens, nodes, ready, err := kubeBackends(log)
+	if err != nil {
+		log.Error("could not set up the Kubernetes backend", "kube_backend", *kubeBackend, "error", err)
+		os.Exit(1)
 	}
-	runner := command.NewLimited(command.Exec{Timeout: *commandTimeout}, *maxCommands)
 	store := &storage.Store{
 		Resolver:  net.DefaultResolver,
 		NewClient: storage.NewDatastoreClient,
 		Project:   *datastoreProject,
 	}
 	srv := &handler.Server{
-		Tokens: &token.Kubeadm{Runner: runner, BinDir: *binDir, Kubeconfig: *kubeconfig, TTL: *tokenTTL},
-		Nodes:  &node.Kubectl{Runner: runner, BinDir: *binDir, Kubeconfig: *kubeconfig},
+		Tokens: tokens,
+		Nodes:  nodes,
 		Creds:  store,
 		Validator: handler.Validator{
 			MaxBootAge:   *maxBootAge,
@@ -80,7 +80,7 @@ func main() {
 		},
 		BackendTimeout: *backendTimeout,
 		Budget:         &handler.Budget{Max: *maxTokensPerHost, Window: *tokenWindow},
-		Ready:          func() error { return command.Executable(*binDir, "kubeadm", "kubectl") },
+		Ready:          ready,
 		Log:            log,
 	}
 	httpServer := newHTTPServer(handler.NewMux(srv, prometheus.DefaultGatherer), *backendTimeout, log)
@@ -93,7 +93,7 @@ func main() {
 	defer stop()
 	served := make(chan error, 1)
 	go func() { served <- httpServer.Serve(ln) }()
-	log.Info("serving", "address", ln.Addr().String(), "bin_dir", *binDir, "backend_timeout", backendTimeout.String())
+	log.Info("serving", "address", ln.Addr().String(), "kube_backend", *kubeBackend, "backend_timeout", backendTimeout.String())
 
 	select {
 	case err := <-served:

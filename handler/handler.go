@@ -35,14 +35,23 @@ type CredentialStore interface {
 	Put(ctx context.Context, bmc storage.BMC, password string) error
 }
 
+// backendName names backend b in logs and the backend failures metric: the
+// answer of its Name method ("kubeadm", "kube_api", …), or fallback.
+func backendName(b any, fallback string) string {
+	if n, ok := b.(interface{ Name() string }); ok {
+		return n.Name()
+	}
+	return fallback
+}
+
 // Server holds the backends and settings of the extension endpoints.
 type Server struct {
 	Tokens    TokenIssuer
 	Nodes     NodeDeleter
 	Creds     CredentialStore
 	Validator Validator
-	// BackendTimeout bounds each backend call: one kubeadm or kubectl run,
-	// or one DNS lookup plus Datastore write.
+	// BackendTimeout bounds each backend call: a kubeadm or kubectl run or
+	// Kubernetes API call, or a DNS lookup plus Datastore write.
 	BackendTimeout time.Duration
 	// Budget limits the tokens each host may get; nil means no limit.
 	// Machines without a hostname (control-plane VMs) share one budget.
@@ -104,7 +113,7 @@ func (s *Server) token(endpoint string) http.HandlerFunc {
 		join, err := s.Tokens.Create(ctx, req.Host)
 		if err != nil {
 			s.Budget.Return(req.Host)
-			s.fail(w, r, o, &backendError{"kubeadm", err})
+			s.fail(w, r, o, &backendError{backendName(s.Tokens, "kubeadm"), err})
 			return
 		}
 		var body []byte
@@ -168,7 +177,7 @@ func (s *Server) deleteNode(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), s.BackendTimeout)
 	defer cancel()
 	if err := s.Nodes.Delete(ctx, req.Host); err != nil {
-		s.fail(w, r, o, &backendError{"kubectl", err})
+		s.fail(w, r, o, &backendError{backendName(s.Nodes, "kubectl"), err})
 		return
 	}
 	s.served(r, o)

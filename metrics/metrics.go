@@ -31,13 +31,36 @@ var (
 	)
 
 	// BackendFailures counts failed backend calls by backend ("kubeadm",
-	// "kubectl", "dns", "datastore").
+	// "kubectl", "kube_api", "dns", "datastore").
 	BackendFailures = promauto.NewCounterVec(
 		prometheus.CounterOpts{
 			Name: "epoxy_extensions_backend_failures_total",
 			Help: "Failed backend calls by backend.",
 		},
 		[]string{"backend"},
+	)
+
+	// KubeAPIDuration times each attempt of each Kubernetes API call the
+	// api backend makes, by operation ("create_secret", "delete_node",
+	// "get_cluster_info") and result ("ok" or the reason it failed).
+	KubeAPIDuration = promauto.NewHistogramVec(
+		prometheus.HistogramOpts{
+			Name:    "epoxy_extensions_kube_api_call_duration_seconds",
+			Help:    "Duration of each Kubernetes API call attempt by operation and result.",
+			Buckets: []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10},
+		},
+		[]string{"operation", "result"},
+	)
+
+	// KubeAPIErrors counts failed Kubernetes API call attempts by operation
+	// and reason ("unreachable", "timeout", "forbidden", "not_found", …);
+	// a NotFound on delete counts here although the request succeeds.
+	KubeAPIErrors = promauto.NewCounterVec(
+		prometheus.CounterOpts{
+			Name: "epoxy_extensions_kube_api_errors_total",
+			Help: "Failed Kubernetes API call attempts by operation and reason.",
+		},
+		[]string{"operation", "reason"},
 	)
 )
 

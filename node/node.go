@@ -46,3 +46,6 @@ func (k *Kubectl) Delete(ctx context.Context, name string) error {
 	}
 	return nil
 }
+
+// Name is the backend's name in logs and metrics: "kubectl".
+func (*Kubectl) Name() string { return "kubectl" }

@@ -6,14 +6,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/m-lab/epoxy-extensions/command"
+	"github.com/m-lab/epoxy-extensions/kube"
 )
 
 // Join is what a machine needs to join the cluster, as printed by
@@ -130,19 +129,11 @@ func ParseJoinCommand(out string) (Join, error) {
 	if j.Token == "" || j.CAHash == "" || j.APIAddress == "" {
 		return Join{}, fmt.Errorf("%w: missing API address, token or CA hash", ErrBadOutput)
 	}
-	if !validAddress(j.APIAddress) {
+	if !kube.ValidAddress(j.APIAddress) {
 		return Join{}, fmt.Errorf("%w: API address %q is not host:port", ErrBadOutput, command.Redact(j.APIAddress))
 	}
 	return j, nil
 }
 
-// validAddress reports whether addr is host:port with a host and a port from
-// 1 to 65535.
-func validAddress(addr string) bool {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil || host == "" {
-		return false
-	}
-	n, err := strconv.ParseUint(port, 10, 16)
-	return err == nil && n > 0
-}
+// Name is the backend's name in logs and metrics: "kubeadm".
+func (*Kubeadm) Name() string { return "kubeadm" }

@@ -1,0 +1,108 @@
+package kube
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	utilnet "k8s.io/apimachinery/pkg/util/net"
+
+	"github.com/m-lab/epoxy-extensions/metrics"
+)
+
+// Backoff between attempts of one call: it starts at firstBackoff and
+// doubles up to maxBackoff, with up to 20% jitter so that the calls of a
+// boot storm do not retry in step.
+var (
+	firstBackoff = 100 * time.Millisecond
+	maxBackoff   = 2 * time.Second
+)
+
+// Call runs call, the API call named op (a metric label such as
+// "create_secret"), and retries it while it fails in a way that may pass
+// (the API server unreachable, overloaded or timing out) and ctx has time
+// left. Every attempt is timed and every failure counted by reason. It
+// returns nil or the last attempt's error, which client-go's apierrors
+// functions (IsNotFound, IsAlreadyExists, …) still recognise.
+func Call(ctx context.Context, op string, call func(context.Context) error) error {
+	backoff := firstBackoff
+	for attempt := 1; ; attempt++ {
+		start := time.Now()
+		err := call(ctx)
+		result := Reason(err)
+		metrics.KubeAPIDuration.WithLabelValues(op, result).Observe(time.Since(start).Seconds())
+		if err == nil {
+			return nil
+		}
+		metrics.KubeAPIErrors.WithLabelValues(op, result).Inc()
+		if !Transient(err) {
+			return err
+		}
+		wait := backoff + rand.N(backoff/5+1)
+		if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) < wait {
+			return fmt.Errorf("giving up after %d attempts: %w", attempt, err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("giving up after %d attempts: %w", attempt, err)
+		case <-time.After(wait):
+		}
+		backoff = min(2*backoff, maxBackoff)
+	}
+}
+
+// Transient reports whether err may pass if the call is tried again: the
+// API server could not be reached, dropped the connection, was overloaded
+// or timed out. A caller's own deadline or cancellation is not transient.
+func Transient(err error) bool {
+	switch {
+	case err == nil, errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return false
+	case apierrors.IsServerTimeout(err), apierrors.IsTimeout(err), apierrors.IsTooManyRequests(err),
+		apierrors.IsServiceUnavailable(err), apierrors.IsInternalError(err):
+		return true
+	case utilnet.IsConnectionRefused(err), utilnet.IsConnectionReset(err), utilnet.IsProbableEOF(err),
+		utilnet.IsHTTP2ConnectionLost(err), utilnet.IsTimeout(err):
+		return true
+	}
+	return false
+}
+
+// Reason names the outcome of an API call for metrics: "ok", an API status
+// such as "not_found" or "forbidden", or how the connection failed. The set
+// is small and fixed.
+func Reason(err error) string {
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.Is(err, context.DeadlineExceeded):
+		return "deadline"
+	case errors.Is(err, context.Canceled):
+		return "canceled"
+	case apierrors.IsNotFound(err):
+		return "not_found"
+	case apierrors.IsAlreadyExists(err):
+		return "already_exists"
+	case apierrors.IsConflict(err):
+		return "conflict"
+	case apierrors.IsUnauthorized(err):
+		return "unauthorized"
+	case apierrors.IsForbidden(err):
+		return "forbidden"
+	case apierrors.IsInvalid(err), apierrors.IsBadRequest(err):
+		return "invalid"
+	case apierrors.IsTooManyRequests(err):
+		return "too_many_requests"
+	case apierrors.IsServerTimeout(err), apierrors.IsTimeout(err), utilnet.IsTimeout(err):
+		return "timeout"
+	case apierrors.IsServiceUnavailable(err), apierrors.IsInternalError(err), apierrors.IsUnexpectedServerError(err):
+		return "server_error"
+	case utilnet.IsConnectionRefused(err), utilnet.IsConnectionReset(err), utilnet.IsProbableEOF(err),
+		utilnet.IsHTTP2ConnectionLost(err):
+		return "unreachable"
+	}
+	return "other"
+}

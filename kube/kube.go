@@ -1,0 +1,82 @@
+// Package kube connects the api backend to the Kubernetes API server: one
+// client configuration for the process (from a kubeconfig, or the pod's
+// service account), the cluster details a joining machine needs, and Call,
+// which times, counts and retries every API call.
+package kube
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// Options say how to reach the API server.
+type Options struct {
+	// Kubeconfig is the kubeconfig file to use; empty means the pod's
+	// service account (in-cluster configuration).
+	Kubeconfig string
+	// RequestTimeout bounds each HTTP request to the API server.
+	RequestTimeout time.Duration
+	// QPS and Burst bound the client's request rate, so that a boot storm
+	// cannot flood the API server. Zero QPS keeps client-go's default (5).
+	QPS   float32
+	Burst int
+}
+
+// ErrNoConfig means there is neither a kubeconfig nor an in-cluster
+// service account to reach the API server with.
+var ErrNoConfig = errors.New("no kubeconfig given and not running in a pod")
+
+// UserAgent is how the server introduces itself to the API server, as seen
+// in its audit log.
+const UserAgent = "epoxy-extensions"
+
+// Config returns the REST configuration for o.
+func Config(o Options) (*rest.Config, error) {
+	var cfg *rest.Config
+	var err error
+	if o.Kubeconfig != "" {
+		cfg, err = clientcmd.BuildConfigFromFlags("", o.Kubeconfig)
+		if err != nil {
+			return nil, fmt.Errorf("reading kubeconfig %s: %w", o.Kubeconfig, err)
+		}
+	} else {
+		cfg, err = rest.InClusterConfig()
+		if errors.Is(err, rest.ErrNotInCluster) {
+			return nil, ErrNoConfig
+		}
+		if err != nil {
+			return nil, fmt.Errorf("in-cluster configuration: %w", err)
+		}
+	}
+	cfg.Timeout = o.RequestTimeout
+	if o.QPS > 0 {
+		cfg.QPS = o.QPS
+		cfg.Burst = max(o.Burst, 1)
+	}
+	cfg.UserAgent = UserAgent
+	// Core objects have a protobuf encoding, cheaper than JSON both ways.
+	cfg.ContentType = runtime.ContentTypeProtobuf
+	cfg.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
+	return cfg, nil
+}
+
+// NewClient returns the one core/v1 client the process shares: its
+// connections are pooled and reused across requests. Only the core group's
+// client is built, not the whole clientset.
+func NewClient(o Options) (corev1client.CoreV1Interface, *rest.Config, error) {
+	cfg, err := Config(o)
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := corev1client.NewForConfig(cfg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("API client for %s: %w", cfg.Host, err)
+	}
+	return c, cfg, nil
+}
