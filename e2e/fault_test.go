@@ -119,7 +119,13 @@ func procState(pid int) string {
 // and work again once the API server is back.
 func TestAPIServerDown(t *testing.T) {
 	e := env(t)
-	s := e.startServer(t, serverConfig{args: []string{"-backend-timeout", faultTimeout.String()}})
+	forEachBackend(t, func(t *testing.T, backend string) {
+		testAPIServerDown(t, e, backend)
+	})
+}
+
+func testAPIServerDown(t *testing.T, e *testEnv, backend string) {
+	s := e.startServer(t, serverConfig{backend: backend, args: []string{"-backend-timeout", faultTimeout.String()}})
 	const host = "mlab1-dwn01.mlab-sandbox.measurement-lab.org"
 	e.cp.API.Stop()
 	t.Cleanup(func() {

@@ -16,12 +16,25 @@ import (
 	"github.com/m-lab/epoxy/extension"
 )
 
+// kubeBackends are the values of -kube-backend. Every case that reaches
+// Kubernetes runs once with each, so the two stay interchangeable.
+var kubeBackends = []string{"exec", "api"}
+
+// forEachBackend runs f as a subtest named after each Kubernetes backend.
+func forEachBackend(t *testing.T, f func(t *testing.T, backend string)) {
+	t.Helper()
+	for _, b := range kubeBackends {
+		t.Run(b, func(t *testing.T) { f(t, b) })
+	}
+}
+
 // serverConfig is how a test wants its server run.
 type serverConfig struct {
-	args   []string          // extra flags
-	env    []string          // extra environment
-	binDir string            // -bin-dir; the real kubeadm and kubectl when empty
-	hosts  map[string]string // name → address in a private /etc/hosts; none when nil
+	backend string            // -kube-backend; the server's default (exec) when empty
+	args    []string          // extra flags
+	env     []string          // extra environment
+	binDir  string            // -bin-dir; the real kubeadm and kubectl when empty
+	hosts   map[string]string // name → address in a private /etc/hosts; none when nil
 }
 
 // startServer starts the server under test against the shared components
@@ -34,9 +47,13 @@ func (e *testEnv) startServer(t *testing.T, cfg serverConfig) *Server {
 	if binDir == "" {
 		binDir = e.cp.BinDir
 	}
+	args := []string{"-bin-dir", binDir, "-kubeconfig", e.cp.Kubeconfig}
+	if cfg.backend != "" {
+		args = append(args, "-kube-backend", cfg.backend)
+	}
 	opts := ServerOptions{
 		Binary: e.serverBinary(t),
-		Args:   append([]string{"-bin-dir", binDir, "-kubeconfig", e.cp.Kubeconfig}, cfg.args...),
+		Args:   append(args, cfg.args...),
 		Env:    append([]string{"DATASTORE_EMULATOR_HOST=" + e.emu.Host}, cfg.env...),
 	}
 	if cfg.hosts != nil {

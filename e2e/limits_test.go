@@ -80,7 +80,13 @@ func TestAllowedSources(t *testing.T) {
 // 429 and makes no token, while another host is still served.
 func TestTokenBudget(t *testing.T) {
 	e := env(t)
-	s := e.startServer(t, serverConfig{args: []string{"-max-tokens-per-host", "2"}})
+	forEachBackend(t, func(t *testing.T, backend string) {
+		testTokenBudget(t, e, backend)
+	})
+}
+
+func testTokenBudget(t *testing.T, e *testEnv, backend string) {
+	s := e.startServer(t, serverConfig{backend: backend, args: []string{"-max-tokens-per-host", "2"}})
 	const (
 		host  = "mlab1-bud01.mlab-sandbox.measurement-lab.org"
 		other = "mlab2-bud01.mlab-sandbox.measurement-lab.org"

@@ -10,7 +10,13 @@ import (
 // cluster.
 func TestNodeDelete(t *testing.T) {
 	e := env(t)
-	s := e.startServer(t, serverConfig{})
+	forEachBackend(t, func(t *testing.T, backend string) {
+		testNodeDelete(t, e, backend)
+	})
+}
+
+func testNodeDelete(t *testing.T, e *testEnv, backend string) {
+	s := e.startServer(t, serverConfig{backend: backend})
 	const leaving = "mlab1-lga01.mlab-oti.measurement-lab.org-d9h6"
 	others := []string{
 		"mlab2-lga01.mlab-sandbox.measurement-lab.org",

@@ -16,12 +16,18 @@ const stormSize = 200
 // described with its own name.
 func TestBootStorm(t *testing.T) {
 	e := env(t)
-	s := e.startServer(t, serverConfig{})
+	forEachBackend(t, func(t *testing.T, backend string) {
+		testBootStorm(t, e, backend)
+	})
+}
+
+func testBootStorm(t *testing.T, e *testEnv, backend string) {
+	s := e.startServer(t, serverConfig{backend: backend})
 
 	hosts := make([]string, stormSize)
 	bodies := make([][]byte, stormSize)
 	for i := range hosts {
-		hosts[i] = fmt.Sprintf("node-%03d.example.org", i)
+		hosts[i] = fmt.Sprintf("node-%03d.%s.example.org", i, backend)
 		bodies[i] = extensionBody(t, hosts[i], "")
 	}
 	responses := make([]response, stormSize)

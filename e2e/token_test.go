@@ -16,8 +16,14 @@ var tokenRE = regexp.MustCompile(`^([a-z0-9]{6})\.([a-z0-9]{16})$`)
 // really authenticates.
 func TestAllocateToken(t *testing.T) {
 	e := env(t)
+	forEachBackend(t, func(t *testing.T, backend string) {
+		testAllocateToken(t, e, backend)
+	})
+}
+
+func testAllocateToken(t *testing.T, e *testEnv, backend string) {
 	const ttl = 3 * time.Minute // not the default, to see the flag is passed on
-	s := e.startServer(t, serverConfig{args: []string{"-token-ttl", ttl.String()}})
+	s := e.startServer(t, serverConfig{backend: backend, args: []string{"-token-ttl", ttl.String()}})
 
 	tests := []struct {
 		name string
@@ -112,7 +118,13 @@ func checkExpiration(t *testing.T, exp string, from, to time.Time) {
 // runs, and checks that none reached the API server or Datastore.
 func TestRefusals(t *testing.T) {
 	e := env(t)
-	s := e.startServer(t, serverConfig{})
+	forEachBackend(t, func(t *testing.T, backend string) {
+		testRefusals(t, e, backend)
+	})
+}
+
+func testRefusals(t *testing.T, e *testEnv, backend string) {
+	s := e.startServer(t, serverConfig{backend: backend})
 	const host = "mlab4-lga01.mlab-sandbox.measurement-lab.org"
 	old := []byte(`{"v1":{"hostname":"` + host + `","last_boot":"2001-01-01T00:00:00Z"}}`)
 
