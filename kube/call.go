@@ -32,13 +32,20 @@ func Call(ctx context.Context, op string, call func(context.Context) error) erro
 	for attempt := 1; ; attempt++ {
 		start := time.Now()
 		err := call(ctx)
+		// A deadline while ctx still has time is client-go's own timeout of
+		// one request (Options.RequestTimeout): the API server did not
+		// answer in time, which may pass like any other timeout.
+		requestTimeout := err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded)
 		result := Reason(err)
+		if requestTimeout {
+			result = "timeout"
+		}
 		metrics.KubeAPIDuration.WithLabelValues(op, result).Observe(time.Since(start).Seconds())
 		if err == nil {
 			return nil
 		}
 		metrics.KubeAPIErrors.WithLabelValues(op, result).Inc()
-		if !Transient(err) {
+		if !Transient(err) && !requestTimeout {
 			return err
 		}
 		wait := backoff + rand.N(backoff/5+1)

@@ -35,14 +35,22 @@ type Cluster struct {
 var ErrCluster = errors.New("no usable cluster in kubeconfig")
 
 // ClusterFromKubeconfig reads the cluster from the kubeconfig file at path
-// exactly as kubeadm does for --print-join-command: the unnamed cluster if
-// there is one, else the current context's; the server URL without
-// "https://"; the hash of the first CA certificate, from inline data or the
-// file the kubeconfig names.
+// as kubeadm does for --print-join-command: the unnamed cluster if there is
+// one, else the current context's; the server URL without "https://"; the
+// hash of the first CA certificate, from inline data or the file the
+// kubeconfig names. Unlike kubeadm, which reads a relative CA path from its
+// working directory, it reads it from the kubeconfig's folder, as the API
+// client does: the hash is always of the CA the server itself trusts.
 func ClusterFromKubeconfig(path string) (Cluster, error) {
 	cfg, err := clientcmd.LoadFromFile(path)
 	if err != nil {
 		return Cluster{}, fmt.Errorf("loading kubeconfig %s: %w", path, err)
+	}
+	// A relative certificate-authority is relative to the kubeconfig's
+	// folder, as the API client built from the same file (Config) reads it;
+	// LoadFromFile alone would read it from the working directory.
+	if err := clientcmd.ResolveLocalPaths(cfg); err != nil {
+		return Cluster{}, fmt.Errorf("kubeconfig %s: %w", path, err)
 	}
 	c, err := clusterFromConfig(cfg)
 	if err != nil {

@@ -17,6 +17,8 @@ func touch() {
 	metrics.NodeRequestDuration.WithLabelValues("POST", "200").Observe(0.2)
 	metrics.Refusals.WithLabelValues("allocate_k8s_token", "boot_too_old").Inc()
 	metrics.BackendFailures.WithLabelValues("kubeadm").Inc()
+	metrics.KubeAPIDuration.WithLabelValues("create_secret", "ok").Observe(0.004)
+	metrics.KubeAPIErrors.WithLabelValues("create_secret", "unreachable").Inc()
 }
 
 func TestLintMetrics(t *testing.T) {

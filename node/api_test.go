@@ -1,0 +1,127 @@
+package node_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
+
+	"github.com/m-lab/epoxy-extensions/node"
+)
+
+var (
+	_ node.Remover = (*fakeNodes)(nil)
+	_ node.Remover = corev1client.NodeInterface(nil)
+)
+
+// fakeNodes records the names it is asked to delete and answers call i
+// (from 0) with errs[i], or success when errs has no such entry. With
+// block, it waits for ctx instead and returns its error.
+type fakeNodes struct {
+	errs  []error
+	block bool
+	names []string
+}
+
+func (f *fakeNodes) Delete(ctx context.Context, name string, opts metav1.DeleteOptions) error {
+	i := len(f.names)
+	f.names = append(f.names, name)
+	if f.block {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	if i < len(f.errs) {
+		return f.errs[i]
+	}
+	return nil
+}
+
+var nodesGR = schema.GroupResource{Resource: "nodes"}
+
+type deleteCase struct {
+	name      string
+	node      string
+	errs      []error
+	wantCalls []string
+	wantErr   func(error) bool // nil: want no error
+}
+
+func TestAPIDelete(t *testing.T) {
+	const name = "mlab1-lga01.mlab-oti.measurement-lab.org-d9h6"
+	forbidden := apierrors.NewForbidden(nodesGR, name, errors.New("RBAC"))
+	tests := []deleteCase{
+		{name: "success", node: name, wantCalls: []string{name}},
+		{name: "not found counts as deleted", node: name, errs: []error{apierrors.NewNotFound(nodesGR, name)}, wantCalls: []string{name}},
+		{name: "forbidden", node: name, errs: []error{forbidden}, wantCalls: []string{name},
+			wantErr: func(err error) bool {
+				return apierrors.IsForbidden(err) && errors.Is(err, forbidden) && strings.Contains(err.Error(), name)
+			}},
+		{name: "transient then success", node: name, errs: []error{apierrors.NewServiceUnavailable("starting")}, wantCalls: []string{name, name}},
+		{name: "transient then not found", node: name,
+			errs: []error{apierrors.NewTooManyRequests("slow down", 0), apierrors.NewNotFound(nodesGR, name)}, wantCalls: []string{name, name}},
+		{name: "longest name", node: strings.Repeat("a", 253), wantCalls: []string{strings.Repeat("a", 253)}},
+	}
+	invalid := []string{"", "-all", "--all", "-A", "a b", "UPPER", "a;rm", "node/proxy", "..", "a..b", "trailing-", "under_score",
+		strings.Repeat("a", 254), strings.Repeat("a", 300)}
+	for _, n := range invalid {
+		// Refused before any call: an empty name would address the collection.
+		label := strconv.Quote(n)
+		if len(n) > 20 {
+			label = strconv.Itoa(len(n)) + " chars"
+		}
+		tests = append(tests, deleteCase{name: "invalid " + label, node: n,
+			wantErr: func(err error) bool { return errors.Is(err, node.ErrInvalidName) }})
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := &fakeNodes{errs: tc.errs}
+			a := &node.API{Nodes: f, Timeout: 10 * time.Second}
+
+			err := a.Delete(context.Background(), tc.node)
+
+			if tc.wantErr == nil && err != nil {
+				t.Errorf("Delete(%q) error = %v, want nil", tc.node, err)
+			}
+			if tc.wantErr != nil && (err == nil || !tc.wantErr(err)) {
+				t.Errorf("Delete(%q) error = %v, not the error wanted", tc.node, err)
+			}
+			if !slices.Equal(f.names, tc.wantCalls) {
+				t.Errorf("Delete(%q) asked the API to delete %q, want %q", tc.node, f.names, tc.wantCalls)
+			}
+		})
+	}
+}
+
+func TestAPIDeleteTimeout(t *testing.T) {
+	const timeout = 50 * time.Millisecond
+	f := &fakeNodes{block: true}
+	a := &node.API{Nodes: f, Timeout: timeout}
+	start := time.Now()
+	err := a.Delete(context.Background(), "mlab1-lga01.mlab-oti.measurement-lab.org")
+	if elapsed := time.Since(start); elapsed > timeout+time.Second {
+		t.Errorf("Delete() returned after %s, want about %s", elapsed, timeout)
+	}
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Delete() error = %v, want a deadline", err)
+	}
+	if len(f.names) != 1 {
+		t.Errorf("Delete() made %d calls, want 1", len(f.names))
+	}
+}
+
+func TestNames(t *testing.T) {
+	if got := (&node.API{}).Name(); got != "kube_api" {
+		t.Errorf("API.Name() = %q, want kube_api", got)
+	}
+	if got := (&node.Kubectl{}).Name(); got != "kubectl" {
+		t.Errorf("Kubectl.Name() = %q, want kubectl", got)
+	}
+}
