@@ -50,7 +50,35 @@ type ServerOptions struct {
 	// mount namespace (unshare -m) where the file is bind-mounted over
 	// /etc/hosts. The machine's own /etc/hosts is untouched. Needs root.
 	HostsFile string
+	// ServiceAccountDir, when set, is a folder holding token, ca.crt and
+	// namespace that the server finds at
+	// /var/run/secrets/kubernetes.io/serviceaccount, read-only, as in a pod.
+	// It runs in a private mount namespace (unshare -m) where a tmpfs hides
+	// the folder /var/run leads to (/run), so that the path can be made
+	// without creating anything on the machine; the server sees nothing else
+	// of /run. Combines with HostsFile. Needs root.
+	ServiceAccountDir string
 }
+
+// privateMounts runs in a private mount namespace (unshare -m) as
+// `bash -c privateMounts NAME HOSTSFILE SADIR COMMAND ARGS…`: it mounts the
+// hosts file and the service-account folder that are not empty, then execs
+// COMMAND, so the server keeps bash's pid. /var/run is mounted over first:
+// /etc/hosts must not be hidden by it. -n keeps mount from writing its
+// bookkeeping (/run/mount/utab) on the machine.
+const privateMounts = `set -e
+hosts=$1 sa=$2
+shift 2
+if [ -n "$sa" ]; then
+	run=$(readlink -f /var/run)
+	mount -n -t tmpfs -o mode=0755,size=1m e2e-run "$run"
+	mkdir -p "$run/secrets/kubernetes.io/serviceaccount"
+	mount -n --bind -o ro "$sa" "$run/secrets/kubernetes.io/serviceaccount"
+fi
+if [ -n "$hosts" ]; then
+	mount -n --bind "$hosts" /etc/hosts
+fi
+exec "$@"`
 
 // Server is a running server under test.
 type Server struct {
@@ -84,11 +112,11 @@ func StartServer(opts ServerOptions) (*Server, error) {
 	}
 	args := append([]string{"-listen-address", addr}, opts.Args...)
 	path := opts.Binary
-	if opts.HostsFile != "" {
+	if opts.HostsFile != "" || opts.ServiceAccountDir != "" {
 		// unshare execs bash, which execs the server: one process, whose pid
-		// is the server's. "$0" and "$@" keep every argument verbatim.
-		script := `mount --bind "$0" /etc/hosts && exec "$@"`
-		args = append([]string{"-m", "bash", "-c", script, opts.HostsFile, path}, args...)
+		// is the server's. "$@" keeps every argument verbatim.
+		args = append([]string{"-m", "bash", "-c", privateMounts, "e2e-mounts",
+			opts.HostsFile, opts.ServiceAccountDir, path}, args...)
 		path = "unshare"
 	}
 	s := &Server{URL: "http://" + net.JoinHostPort(host, port), log: &SyncBuffer{}}
