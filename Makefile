@@ -9,7 +9,7 @@ FUZZTIME ?= 50000x
 FUZZ_TARGETS = handler:FuzzExtensionRequest handler:FuzzValidHostname handler:FuzzPassword \
 	token:FuzzParseJoinCommand
 
-.PHONY: build run test lint unit fuzz k8s-binaries dev
+.PHONY: build run test lint unit fuzz k8s-binaries dev bootstorm
 
 build:
 	$(GO) build -o epoxy-extensions .
@@ -49,3 +49,8 @@ k8s-binaries:
 # DEVFLAGS='-listen-address 127.0.0.1:8801 -- -max-tokens-per-host 0'.
 dev:
 	$(GO) run ./e2e/devstack $(DEVFLAGS)
+
+# exec vs api under a boot storm on a real control plane: a Markdown table of
+# each backend at each machine count, e.g. BOOTSTORMFLAGS='-machines 100'.
+bootstorm:
+	$(GO) run ./e2e/bootstorm $(BOOTSTORMFLAGS)
