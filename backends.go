@@ -2,12 +2,15 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"log/slog"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/version"
+	"k8s.io/client-go/rest"
 
 	"github.com/m-lab/epoxy-extensions/command"
 	"github.com/m-lab/epoxy-extensions/handler"
@@ -26,8 +29,12 @@ var (
 // bounds a whole API call, retries included.
 const maxAPIRequest = 10 * time.Second
 
-// clusterInfoTimeout bounds reading kube-public/cluster-info at start.
-const clusterInfoTimeout = 30 * time.Second
+// clusterInfoTimeout bounds reading kube-public/cluster-info at start, and
+// startupCheckTimeout the version check.
+const (
+	clusterInfoTimeout  = 30 * time.Second
+	startupCheckTimeout = 5 * time.Second
+)
 
 // kubeBackends returns the token issuer, the node deleter and the readiness
 // check of the backend -kube-backend names.
@@ -79,7 +86,31 @@ func apiBackends(log *slog.Logger) (handler.TokenIssuer, handler.NodeDeleter, fu
 	}
 	log.Info("kube backend: api", "api_server", cfg.Host, "join_source", source,
 		"join_api_address", cluster.APIAddress, "join_ca_hash", cluster.CAHash)
+	checkAPIServer(client.RESTClient(), log)
 	tokens := &token.API{Secrets: client.Secrets(metav1.NamespaceSystem), Cluster: cluster, TTL: *tokenTTL, Timeout: *commandTimeout}
 	nodes := &node.API{Nodes: client.Nodes(), Timeout: *commandTimeout}
 	return tokens, nodes, nil, nil
+}
+
+// checkAPIServer asks the API server for its version once at start: the log
+// then says at once whether the server is reachable and trusted, and the
+// first machine to boot does not pay for the TLS handshake. A failure is
+// only logged: requests retry on their own, and the API server may be
+// starting too.
+func checkAPIServer(client rest.Interface, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), startupCheckTimeout)
+	defer cancel()
+	var info version.Info
+	err := kube.Call(ctx, "get_version", func(ctx context.Context) error {
+		body, err := client.Get().AbsPath("/version").SetHeader("Accept", "application/json").Do(ctx).Raw()
+		if err != nil {
+			return err
+		}
+		return json.Unmarshal(body, &info)
+	})
+	if err != nil {
+		log.Warn("API server not reachable at start; requests will retry", "error", err)
+		return
+	}
+	log.Info("API server reachable", "version", info.GitVersion)
 }

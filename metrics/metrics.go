@@ -42,7 +42,8 @@ var (
 
 	// KubeAPIDuration times each attempt of each Kubernetes API call the
 	// api backend makes, by operation ("create_secret", "delete_node",
-	// "get_cluster_info") and result ("ok" or the reason it failed).
+	// "get_cluster_info", "get_version") and result ("ok" or the reason it
+	// failed).
 	KubeAPIDuration = promauto.NewHistogramVec(
 		prometheus.HistogramOpts{
 			Name:    "epoxy_extensions_kube_api_call_duration_seconds",
