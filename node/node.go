@@ -1,4 +1,5 @@
-// Package node removes machines from the Kubernetes cluster with kubectl.
+// Package node removes machines from the Kubernetes cluster: Kubectl runs
+// `kubectl delete node`, API deletes the Node through the Kubernetes API.
 package node
 
 import (

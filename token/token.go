@@ -1,5 +1,6 @@
-// Package token creates Kubernetes bootstrap tokens with kubeadm and returns
-// what a machine needs to join the cluster.
+// Package token creates Kubernetes bootstrap tokens and returns what a
+// machine needs to join the cluster: Kubeadm runs `kubeadm token create`, API
+// writes the same bootstrap-token Secret through the Kubernetes API.
 package token
 
 import (
