@@ -10,7 +10,8 @@
 //	go run ./e2e/devstack [-listen-address 127.0.0.1:8800] [-- server flags...]
 //
 // Flags after "--" are passed to the server as they are, for example
-// `go run ./e2e/devstack -- -max-tokens-per-host 0 -allowed-sources 127.0.0.0/8`.
+// `go run ./e2e/devstack -- -max-tokens-per-host 0 -allowed-sources 127.0.0.0/8`,
+// or `-- -kube-backend api` for the in-process Kubernetes backend.
 // The Kubernetes binaries come from $K8S_BIN_DIR, or e2e/k8s-binaries.sh
 // builds them on first use (minutes) and caches them.
 package main
@@ -232,7 +233,7 @@ func printUsage(w io.Writer, st *stack) {
 
 	lines := []struct{ comment, cmd string }{
 		{"liveness", "curl -sS " + status + " " + url + "/"},
-		{"readiness (kubeadm and kubectl executable)", "curl -sS " + status + " " + url + "/ready"},
+		{"readiness (exec backend: kubeadm and kubectl executable)", "curl -sS " + status + " " + url + "/ready"},
 		{"metrics", "curl -sS " + url + "/metrics | grep -E '^(epoxy_extensions|allocate_k8s_token|bmc_store_password|node_request)_' | head -n 30"},
 		{"v1 token: the bare token", post("/v1/allocate_k8s_token", body(machine, ""))},
 		{"v2 token: api_address, token, ca_hash", post("/v2/allocate_k8s_token", body(machine, ""))},
