@@ -227,3 +227,32 @@ func logLine(log, msg string) map[string]any {
 	}
 	return nil
 }
+
+// waitEnforced waits until the manifest's RBAC and admission policy are in
+// force for the service account: the API server loads new bindings and
+// policies in the background, within a second or so. It tries, as dry runs,
+// a Secret like the server's (allowed) and an Opaque one (refused) in
+// kube-system.
+func waitEnforced(t *testing.T, e *testEnv, saToken string) {
+	t.Helper()
+	secret := func(typ string) []byte {
+		return fmt.Appendf(nil, `{"apiVersion":"v1","kind":"Secret","type":%q,`+
+			`"metadata":{"name":"bootstrap-token-e2ewai","namespace":"kube-system"},`+
+			`"stringData":{"token-id":"e2ewai","token-secret":"0123456789abcdef","expiration":%q,`+
+			`"usage-bootstrap-authentication":"true","auth-extra-groups":"system:bootstrappers:kubeadm:default-node-token"}}`,
+			typ, time.Now().Add(time.Minute).UTC().Format(time.RFC3339))
+	}
+	const path = "/api/v1/namespaces/kube-system/secrets?dryRun=All"
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		allowed, _ := asServiceAccount(t, e, saToken, "POST", path, "application/json", secret(bootstrapTokenType))
+		refused, _ := asServiceAccount(t, e, saToken, "POST", path, "application/json", secret("Opaque"))
+		if allowed == http.StatusCreated && refused == http.StatusForbidden {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("30 s after apply, a bootstrap-token Secret got %d (want 201) and an Opaque one %d (want 403)", allowed, refused)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

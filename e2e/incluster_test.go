@@ -21,6 +21,7 @@ func TestInCluster(t *testing.T) {
 	applyManifest(t, e, filepath.Join(e.root, deployManifest))
 	saToken := serviceAccountToken(t, e, deployNS, deploySA)
 	saDir := serviceAccountDir(t, e, saToken, deployNS)
+	waitEnforced(t, e, saToken)
 
 	// Before cluster-info exists.
 	t.Run("exits without cluster-info", func(t *testing.T) {
