@@ -228,6 +228,36 @@ func logLine(log, msg string) map[string]any {
 	return nil
 }
 
+// bootstrapSecretJSON is a Secret like the server's, in namespace ns with
+// type typ, its data changed by replace: a key set to "" is left out, and
+// the key "name" sets the Secret's name.
+func bootstrapSecretJSON(t *testing.T, ns, typ string, replace map[string]string) []byte {
+	t.Helper()
+	data := map[string]string{
+		"token-id": "e2e000", "token-secret": "0123456789abcdef",
+		"expiration":                     time.Now().Add(time.Minute).UTC().Format(time.RFC3339),
+		"usage-bootstrap-authentication": "true", "usage-bootstrap-signing": "true",
+		"auth-extra-groups": "system:bootstrappers:kubeadm:default-node-token",
+	}
+	name := "bootstrap-token-e2e000"
+	for k, v := range replace {
+		switch {
+		case k == "name":
+			name = v
+		case v == "":
+			delete(data, k)
+		default:
+			data[k] = v
+		}
+	}
+	b, err := json.Marshal(map[string]any{"apiVersion": "v1", "kind": "Secret", "type": typ,
+		"metadata": map[string]string{"name": name, "namespace": ns}, "stringData": data})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // waitEnforced waits until the manifest's RBAC and admission policy are in
 // force for the service account: the API server loads new bindings and
 // policies in the background, within a second or so. It tries, as dry runs,
@@ -235,18 +265,11 @@ func logLine(log, msg string) map[string]any {
 // kube-system.
 func waitEnforced(t *testing.T, e *testEnv, saToken string) {
 	t.Helper()
-	secret := func(typ string) []byte {
-		return fmt.Appendf(nil, `{"apiVersion":"v1","kind":"Secret","type":%q,`+
-			`"metadata":{"name":"bootstrap-token-e2ewai","namespace":"kube-system"},`+
-			`"stringData":{"token-id":"e2ewai","token-secret":"0123456789abcdef","expiration":%q,`+
-			`"usage-bootstrap-authentication":"true","auth-extra-groups":"system:bootstrappers:kubeadm:default-node-token"}}`,
-			typ, time.Now().Add(time.Minute).UTC().Format(time.RFC3339))
-	}
 	const path = "/api/v1/namespaces/kube-system/secrets?dryRun=All"
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		allowed, _ := asServiceAccount(t, e, saToken, "POST", path, "application/json", secret(bootstrapTokenType))
-		refused, _ := asServiceAccount(t, e, saToken, "POST", path, "application/json", secret("Opaque"))
+		allowed, _ := asServiceAccount(t, e, saToken, "POST", path, "application/json", bootstrapSecretJSON(t, "kube-system", bootstrapTokenType, nil))
+		refused, _ := asServiceAccount(t, e, saToken, "POST", path, "application/json", bootstrapSecretJSON(t, "kube-system", "Opaque", nil))
 		if allowed == http.StatusCreated && refused == http.StatusForbidden {
 			return
 		}

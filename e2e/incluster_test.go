@@ -197,33 +197,6 @@ func testLeastPrivilege(t *testing.T, e *testEnv, saToken, tokenID string) {
 	}
 	const bystander = "mlab2-inc01.mlab-sandbox.measurement-lab.org"
 	createNode(t, e, bystander)
-	// secretJSON is a Secret like the server's, with data changed by
-	// replace: a key set to "" is left out.
-	secretJSON := func(ns, typ string, replace map[string]string) []byte {
-		data := map[string]string{
-			"token-id": "e2e000", "token-secret": "0123456789abcdef",
-			"expiration":                     time.Now().Add(time.Minute).UTC().Format(time.RFC3339),
-			"usage-bootstrap-authentication": "true", "usage-bootstrap-signing": "true",
-			"auth-extra-groups": "system:bootstrappers:kubeadm:default-node-token",
-		}
-		name := "bootstrap-token-e2e000"
-		for k, v := range replace {
-			switch {
-			case k == "name":
-				name = v
-			case v == "":
-				delete(data, k)
-			default:
-				data[k] = v
-			}
-		}
-		b, err := json.Marshal(map[string]any{"apiVersion": "v1", "kind": "Secret", "type": typ,
-			"metadata": map[string]string{"name": name, "namespace": ns}, "stringData": data})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
 	const (
 		jsonType  = "application/json"
 		mergeType = "application/merge-patch+json"
@@ -237,22 +210,22 @@ func testLeastPrivilege(t *testing.T, e *testEnv, saToken, tokenID string) {
 	}{
 		// What the server needs.
 		{"get cluster-info", "GET", "/api/v1/namespaces/kube-public/configmaps/cluster-info", "", nil, 200},
-		{"create bootstrap Secret in kube-system", "POST", "/api/v1/namespaces/kube-system/secrets" + dryRun, jsonType, secretJSON("kube-system", bootstrapTokenType, nil), 201},
+		{"create bootstrap Secret in kube-system", "POST", "/api/v1/namespaces/kube-system/secrets" + dryRun, jsonType, bootstrapSecretJSON(t, "kube-system", bootstrapTokenType, nil), 201},
 		{"delete a missing Node", "DELETE", "/api/v1/nodes/mlab9-none01.mlab-sandbox.measurement-lab.org", "", nil, 404},
 		// RBAC cannot tell Secrets apart at create; the admission policy
 		// refuses all but expiring node-joining bootstrap tokens.
-		{"create Opaque Secret in kube-system", "POST", "/api/v1/namespaces/kube-system/secrets" + dryRun, jsonType, secretJSON("kube-system", "Opaque", nil), 403},
-		{"create a token that never expires", "POST", "/api/v1/namespaces/kube-system/secrets" + dryRun, jsonType, secretJSON("kube-system", bootstrapTokenType, map[string]string{"expiration": ""}), 403},
-		{"create a token for other groups", "POST", "/api/v1/namespaces/kube-system/secrets" + dryRun, jsonType, secretJSON("kube-system", bootstrapTokenType, map[string]string{"auth-extra-groups": "system:bootstrappers:admins"}), 403},
-		{"create a token Secret with another name", "POST", "/api/v1/namespaces/kube-system/secrets" + dryRun, jsonType, secretJSON("kube-system", bootstrapTokenType, map[string]string{"name": "kubeadm-certs"}), 403},
-		{"create a token without extra groups", "POST", "/api/v1/namespaces/kube-system/secrets" + dryRun, jsonType, secretJSON("kube-system", bootstrapTokenType, map[string]string{"auth-extra-groups": ""}), 201},
+		{"create Opaque Secret in kube-system", "POST", "/api/v1/namespaces/kube-system/secrets" + dryRun, jsonType, bootstrapSecretJSON(t, "kube-system", "Opaque", nil), 403},
+		{"create a token that never expires", "POST", "/api/v1/namespaces/kube-system/secrets" + dryRun, jsonType, bootstrapSecretJSON(t, "kube-system", bootstrapTokenType, map[string]string{"expiration": ""}), 403},
+		{"create a token for other groups", "POST", "/api/v1/namespaces/kube-system/secrets" + dryRun, jsonType, bootstrapSecretJSON(t, "kube-system", bootstrapTokenType, map[string]string{"auth-extra-groups": "system:bootstrappers:admins"}), 403},
+		{"create a token Secret with another name", "POST", "/api/v1/namespaces/kube-system/secrets" + dryRun, jsonType, bootstrapSecretJSON(t, "kube-system", bootstrapTokenType, map[string]string{"name": "kubeadm-certs"}), 403},
+		{"create a token without extra groups", "POST", "/api/v1/namespaces/kube-system/secrets" + dryRun, jsonType, bootstrapSecretJSON(t, "kube-system", bootstrapTokenType, map[string]string{"auth-extra-groups": ""}), 201},
 		// Nothing else.
 		{"list Secrets in kube-system", "GET", "/api/v1/namespaces/kube-system/secrets", "", nil, 403},
 		{"get the bootstrap Secret", "GET", "/api/v1/namespaces/kube-system/secrets/bootstrap-token-" + tokenID, "", nil, 403},
 		{"patch the bootstrap Secret", "PATCH", "/api/v1/namespaces/kube-system/secrets/bootstrap-token-" + tokenID + dryRun, mergeType, label, 403},
 		{"delete the bootstrap Secret", "DELETE", "/api/v1/namespaces/kube-system/secrets/bootstrap-token-" + tokenID + dryRun, "", nil, 403},
-		{"create Secret in default", "POST", "/api/v1/namespaces/default/secrets" + dryRun, jsonType, secretJSON("default", bootstrapTokenType, nil), 403},
-		{"create Secret in its own namespace", "POST", "/api/v1/namespaces/" + deployNS + "/secrets" + dryRun, jsonType, secretJSON(deployNS, "Opaque", nil), 403},
+		{"create Secret in default", "POST", "/api/v1/namespaces/default/secrets" + dryRun, jsonType, bootstrapSecretJSON(t, "default", bootstrapTokenType, nil), 403},
+		{"create Secret in its own namespace", "POST", "/api/v1/namespaces/" + deployNS + "/secrets" + dryRun, jsonType, bootstrapSecretJSON(t, deployNS, "Opaque", nil), 403},
 		{"list Nodes", "GET", "/api/v1/nodes", "", nil, 403},
 		{"get a Node", "GET", "/api/v1/nodes/" + bystander, "", nil, 403},
 		{"patch a Node", "PATCH", "/api/v1/nodes/" + bystander + dryRun, mergeType, label, 403},
