@@ -36,48 +36,48 @@ func refused(t *testing.T) error {
 	return &url.Error{Op: "Post", URL: "https://" + addr + "/api/v1/namespaces/kube-system/secrets", Err: err}
 }
 
-// reset returns the error of a real read from a connection the peer reset.
-func reset(t *testing.T) error {
+// connected returns both ends of a real loopback TCP connection, closed at
+// the end of the test.
+func connected(t *testing.T) (client, server net.Conn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	c, err := net.Dial("tcp", ln.Addr().String())
+	client, err = net.Dial("tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
-	s, err := ln.Accept()
+	t.Cleanup(func() { client.Close() })
+	server, err = ln.Accept()
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { server.Close() })
+	return client, server
+}
+
+// reset returns the error of a real read from a connection the peer reset.
+func reset(t *testing.T) error {
+	t.Helper()
+	c, s := connected(t)
 	s.(*net.TCPConn).SetLinger(0) // close with RST
 	s.Close()
-	_, err = c.Read(make([]byte, 1))
+	_, err := c.Read(make([]byte, 1))
 	if !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("reading from a reset connection: error %v, want ECONNRESET", err)
 	}
-	return &url.Error{Op: "Post", URL: "https://" + ln.Addr().String() + "/", Err: err}
+	return &url.Error{Op: "Post", URL: "https://" + c.RemoteAddr().String() + "/", Err: err}
 }
 
 // readTimeout returns the error of a real read that passed its deadline.
 func readTimeout(t *testing.T) error {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c, _ := connected(t)
 	c.SetReadDeadline(time.Now().Add(-time.Second))
-	_, err = c.Read(make([]byte, 1))
-	return &url.Error{Op: "Get", URL: "https://" + ln.Addr().String() + "/", Err: err}
+	_, err := c.Read(make([]byte, 1))
+	return &url.Error{Op: "Get", URL: "https://" + c.RemoteAddr().String() + "/", Err: err}
 }
 
 func TestTransientAndReason(t *testing.T) {
