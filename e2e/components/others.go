@@ -1,0 +1,52 @@
+package components
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// PrometheusVersion is the Prometheus release whose promtool and server the
+// tests run.
+const PrometheusVersion = "v0.316.0"
+
+// Prometheus returns the spec of promtool and the Prometheus server of
+// module version version (v0.X.Y, the module's tag for Prometheus 3.X.Y).
+func Prometheus(version string) Spec {
+	return Spec{
+		Name:    "prometheus",
+		Version: version,
+		Programs: map[string]string{
+			"prometheus": "github.com/prometheus/prometheus/cmd/prometheus",
+			"promtool":   "github.com/prometheus/prometheus/cmd/promtool",
+		},
+		Expect: 6 * time.Minute,
+		Module: requireOne("github.com/prometheus/prometheus", version),
+	}
+}
+
+// EPoxyVersion is the release of M-Lab's ePoxy boot server the tests run.
+const EPoxyVersion = "v1.2.5"
+
+// EPoxy returns the spec of M-Lab's ePoxy boot server and its admin tool
+// at version.
+func EPoxy(version string) Spec {
+	return Spec{
+		Name:    "epoxy",
+		Version: version,
+		Programs: map[string]string{
+			"epoxy_boot_server": "github.com/m-lab/epoxy/cmd/epoxy_boot_server",
+			"epoxy_admin":       "github.com/m-lab/epoxy/cmd/epoxy_admin",
+		},
+		Expect: 2 * time.Minute,
+		Module: requireOne("github.com/m-lab/epoxy", version),
+	}
+}
+
+// requireOne returns a Module function for a throwaway module that requires
+// module at version and nothing else; go mod tidy adds the rest.
+func requireOne(module, version string) func(context.Context, string) (string, error) {
+	return func(context.Context, string) (string, error) {
+		return fmt.Sprintf("module components/build\n\ngo 1.26\n\nrequire %s %s\n", module, version), nil
+	}
+}

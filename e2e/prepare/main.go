@@ -1,0 +1,63 @@
+// Command prepare checks that the machine has the programs the image should
+// ship for the tests and the local stack, each missing one named with its
+// Debian package and path in one line, then builds the named components from
+// the Go module proxy into the cache (once per version) and prints their
+// folders. `make test` and `make run` run it first, so that a missing
+// prerequisite shows before any minutes of work.
+//
+//	go run ./e2e/prepare [-race] [kubernetes] [prometheus] [epoxy]
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/m-lab/epoxy-extensions/e2e/components"
+)
+
+var race = flag.Bool("race", false, "Also check for a C compiler, which go test -race needs.")
+
+func main() {
+	flag.Usage = func() {
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: %s [-race] [kubernetes|prometheus|epoxy]...\n", os.Args[0])
+		flag.PrintDefaults()
+	}
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, flag.Args()); err != nil {
+		fmt.Fprintf(os.Stderr, "prepare: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, names []string) error {
+	prereqs := []components.Prereq{components.Emulator, components.Java, components.Kubectl, components.Unshare}
+	if *race {
+		prereqs = append(prereqs, components.CC)
+	}
+	if err := components.Check(prereqs...); err != nil {
+		return fmt.Errorf("the machine lacks what the image should ship:\n%w", err)
+	}
+	specs := map[string]components.Spec{
+		"kubernetes": components.Kubernetes(components.KubernetesVersion),
+		"prometheus": components.Prometheus(components.PrometheusVersion),
+		"epoxy":      components.EPoxy(components.EPoxyVersion),
+	}
+	for _, name := range names {
+		spec, ok := specs[name]
+		if !ok {
+			return fmt.Errorf("unknown component %q", name)
+		}
+		dir, err := components.Ensure(ctx, spec, os.Stderr)
+		if err != nil {
+			return err
+		}
+		fmt.Println(dir)
+	}
+	return nil
+}
