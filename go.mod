@@ -4,6 +4,7 @@ go 1.26.0
 
 require (
 	cloud.google.com/go/datastore v1.28.1
+	github.com/grafana/grafana-foundation-sdk/go v0.0.22
 	github.com/m-lab/epoxy v1.2.5
 	github.com/m-lab/go v0.1.77
 	github.com/prometheus/client_golang v1.25.0
