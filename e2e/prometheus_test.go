@@ -151,10 +151,14 @@ func storm(t *testing.T, s *Server, sent, failed *atomic.Int64) func() {
 			}
 		})
 	}
+	// Bodies are made here: the senders' goroutines must not call t.Fatal.
+	var machines, gone [][]byte
+	for i := range 100 {
+		machines = append(machines, extensionBody(t, fmt.Sprintf("mlab%d-prm%02d.mlab-sandbox.measurement-lab.org", i%4+1, i), ""))
+		gone = append(gone, extensionBody(t, fmt.Sprintf("gone-%d.example.org", i), ""))
+	}
 	for w := range 4 {
-		loop(250*time.Millisecond, "/v2/allocate_k8s_token", func(i int) []byte {
-			return extensionBody(t, fmt.Sprintf("mlab%d-prm%02d.mlab-sandbox.measurement-lab.org", w+1, i%100), "")
-		})
+		loop(250*time.Millisecond, "/v2/allocate_k8s_token", func(i int) []byte { return machines[(4*i+w)%len(machines)] })
 	}
 	stale, err := json.Marshal(map[string]any{"v1": map[string]any{
 		"hostname": "mlab1-old01.mlab-sandbox.measurement-lab.org", "last_boot": time.Now().Add(-5 * time.Hour)}})
@@ -162,9 +166,7 @@ func storm(t *testing.T, s *Server, sent, failed *atomic.Int64) func() {
 		t.Fatal(err)
 	}
 	loop(time.Second, "/v2/allocate_k8s_token", func(int) []byte { return stale })
-	loop(2*time.Second, "/v1/node/delete", func(i int) []byte {
-		return extensionBody(t, fmt.Sprintf("gone-%d.example.org", i), "")
-	})
+	loop(2*time.Second, "/v1/node/delete", func(i int) []byte { return gone[i%len(gone)] })
 	var once sync.Once
 	return func() { once.Do(func() { cancel(); wg.Wait() }) }
 }
