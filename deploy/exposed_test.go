@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"regexp"
 	"slices"
 	"strings"
@@ -183,6 +184,31 @@ func TestEveryExpressionReadsWhatTheServerExposes(t *testing.T) {
 	}
 
 	after := scrape(t, execSrv.URL+"/metrics")
+	t.Run("every refusal and backend failure happened", func(t *testing.T) {
+		for _, c := range []struct{ family, label string }{
+			{"epoxy_extensions_refusals_total", "reason"},
+			{"epoxy_extensions_backend_failures_total", "backend"},
+		} {
+			counted := map[string]bool{}
+			for _, m := range after[c.family].GetMetric() {
+				for _, l := range m.GetLabel() {
+					if l.GetName() == c.label && m.GetCounter().GetValue() > 0 {
+						counted[l.GetValue()] = true
+					}
+				}
+			}
+			for _, v := range labelValues(after[c.family])[c.label] {
+				if !counted[v] {
+					t.Errorf("no request made %s{%s=%q} count: add one to the requests above", c.family, c.label, v)
+				}
+			}
+		}
+		for _, reason := range handlerRefusals(t) {
+			if !slices.Contains(labelValues(after["epoxy_extensions_refusals_total"])["reason"], reason) {
+				t.Errorf("handler refuses for %q, which the server does not expose at start-up", reason)
+			}
+		}
+	})
 	t.Run("series exist from start-up", func(t *testing.T) {
 		for _, name := range alertedFamilies(t) {
 			had := seriesKeys(before[name])
@@ -412,4 +438,22 @@ func recordedValues(t *testing.T, families map[string]*dto.MetricFamily) map[str
 		}
 	}
 	return out
+}
+
+// handlerRefusals returns the reasons handler/errors.go declares refusals
+// for.
+func handlerRefusals(t *testing.T) []string {
+	t.Helper()
+	b, err := os.ReadFile("../handler/errors.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reasons []string
+	for _, m := range regexp.MustCompile(`&Refusal\{http\.Status\w+, "(\w+)"\}`).FindAllStringSubmatch(string(b), -1) {
+		reasons = append(reasons, m[1])
+	}
+	if len(reasons) < 10 {
+		t.Fatalf("found only refusals %q in handler/errors.go", reasons)
+	}
+	return reasons
 }
