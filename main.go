@@ -39,15 +39,18 @@ var (
 	allowedSources   = flag.String("allowed-sources", "", "Comma-separated CIDRs allowed to call the extension endpoints (ePoxy, VM subnets); empty allows everyone.")
 	maxTokensPerHost = flag.Int("max-tokens-per-host", 10, "Most join tokens one hostname may get per -token-budget-window; 0 means no limit.")
 	tokenWindow      = flag.Duration("token-budget-window", 10*time.Minute, "Window of -max-tokens-per-host.")
+	dnsServer        = flag.String("dns-server", "", "DNS server (host:port) to resolve BMC names with; empty uses the system's resolver.")
 	shutdownTimeout  = flag.Duration("shutdown-timeout", 0, "How long SIGTERM waits for requests in flight; 0 means backend-timeout plus 5s.")
 )
 
 func main() {
 	flag.Parse()
-	rtx.Must(flagx.ArgsFromEnv(flag.CommandLine), "could not read flags from the environment")
+	// One log format: JSON lines on stderr. SetDefault also routes the log
+	// package through it, which flagx (its "Argument" lines) and rtx use.
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	slog.SetDefault(log)
 	klog.SetSlogLogger(log) // client-go logs through klog
+	rtx.Must(flagx.ArgsFromEnv(flag.CommandLine), "could not read flags from the environment")
 
 	// kubeadm reads --ttl 0 as "never expires": a join credential for ever.
 	if *tokenTTL <= 0 || *backendTimeout <= 0 || *commandTimeout <= 0 || *maxBootAge <= 0 {
@@ -64,8 +67,12 @@ func main() {
 		log.Error("could not set up the Kubernetes backend", "kube_backend", *kubeBackend, "error", err)
 		os.Exit(1)
 	}
+	var resolver storage.Resolver = net.DefaultResolver
+	if *dnsServer != "" {
+		resolver = storage.NewResolver(*dnsServer)
+	}
 	store := &storage.Store{
-		Resolver:  net.DefaultResolver,
+		Resolver:  resolver,
 		NewClient: storage.NewDatastoreClient,
 		Project:   *datastoreProject,
 	}
