@@ -13,7 +13,7 @@ import (
 )
 
 // The machine the BMC tests store credentials for, and what its BMC's name
-// resolves to in the server's private /etc/hosts.
+// resolves to through the test's DNS server (-dns-server).
 const (
 	bmcMachine = "mlab1-lga01.mlab-sandbox.measurement-lab.org"
 	bmcName    = "mlab1d-lga01.mlab-sandbox.measurement-lab.org"

@@ -46,39 +46,39 @@ type ServerOptions struct {
 	// Env is the server's environment, on top of the few variables
 	// serverEnv keeps from the test process's.
 	Env []string
-	// HostsFile, when set, is the server's /etc/hosts: it runs in a private
-	// mount namespace (unshare -m) where the file is bind-mounted over
-	// /etc/hosts. The machine's own /etc/hosts is untouched. Needs root.
-	HostsFile string
 	// ServiceAccountDir, when set, is a folder holding token, ca.crt and
 	// namespace that the server finds at
 	// /var/run/secrets/kubernetes.io/serviceaccount, read-only, as in a pod.
 	// It runs in a private mount namespace (unshare -m) where a tmpfs hides
 	// the folder /var/run leads to (/run), so that the path can be made
 	// without creating anything on the machine; the server sees nothing else
-	// of /run. Combines with HostsFile. Needs root.
+	// of /run. Needs root, or a user namespace (unshare -r) for others.
 	ServiceAccountDir string
 }
 
 // privateMounts runs in a private mount namespace (unshare -m) as
-// `bash -c privateMounts NAME HOSTSFILE SADIR COMMAND ARGS…`: it mounts the
-// hosts file and the service-account folder that are not empty, then execs
-// COMMAND, so the server keeps bash's pid. /var/run is mounted over first:
-// /etc/hosts must not be hidden by it. -n keeps mount from writing its
-// bookkeeping (/run/mount/utab) on the machine.
+// `bash -c privateMounts NAME SADIR COMMAND ARGS…`: it mounts the
+// service-account folder, then execs COMMAND, so the server keeps bash's
+// pid. -n keeps mount from writing its bookkeeping (/run/mount/utab) on the
+// machine.
 const privateMounts = `set -e
-hosts=$1 sa=$2
-shift 2
-if [ -n "$sa" ]; then
-	run=$(readlink -f /var/run)
-	mount -n -t tmpfs -o mode=0755,size=1m e2e-run "$run"
-	mkdir -p "$run/secrets/kubernetes.io/serviceaccount"
-	mount -n --bind -o ro "$sa" "$run/secrets/kubernetes.io/serviceaccount"
-fi
-if [ -n "$hosts" ]; then
-	mount -n --bind "$hosts" /etc/hosts
-fi
+sa=$1
+shift
+run=$(readlink -f /var/run)
+mount -n -t tmpfs -o mode=0755,size=1m e2e-run "$run"
+mkdir -p "$run/secrets/kubernetes.io/serviceaccount"
+mount -n --bind -o ro "$sa" "$run/secrets/kubernetes.io/serviceaccount"
 exec "$@"`
+
+// unshareArgs returns the arguments of unshare that give a process a
+// private mount namespace: as root, that alone; otherwise also a user
+// namespace in which the user is root, which lets it mount there.
+func unshareArgs() []string {
+	if os.Geteuid() == 0 {
+		return []string{"-m"}
+	}
+	return []string{"-r", "-m"}
+}
 
 // Server is a running server under test.
 type Server struct {
@@ -112,11 +112,11 @@ func StartServer(opts ServerOptions) (*Server, error) {
 	}
 	args := append([]string{"-listen-address", addr}, opts.Args...)
 	path := opts.Binary
-	if opts.HostsFile != "" || opts.ServiceAccountDir != "" {
+	if opts.ServiceAccountDir != "" {
 		// unshare execs bash, which execs the server: one process, whose pid
 		// is the server's. "$@" keeps every argument verbatim.
-		args = append([]string{"-m", "bash", "-c", privateMounts, "e2e-mounts",
-			opts.HostsFile, opts.ServiceAccountDir, path}, args...)
+		args = append(append(unshareArgs(), "bash", "-c", privateMounts, "e2e-mounts",
+			opts.ServiceAccountDir, path), args...)
 		path = "unshare"
 	}
 	s := &Server{URL: "http://" + net.JoinHostPort(host, port), log: &SyncBuffer{}}
@@ -135,6 +135,30 @@ func StartServer(opts ServerOptions) (*Server, error) {
 		return nil, fmt.Errorf("server: %w\nits output:\n%s", err, s.log.String())
 	}
 	return s, nil
+}
+
+// WaitReady waits up to timeout, or until ctx ends, for GET /ready to
+// answer 200.
+func (s *Server) WaitReady(ctx context.Context, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := httpOK(pctx, http.DefaultClient, s.URL+"/ready", "ready")
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("server not ready after %s: %w", timeout, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.proc.Exited():
+			return fmt.Errorf("server exited (%v) before it was ready", s.proc.ExitErr())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // Log returns everything the server wrote so far.

@@ -39,7 +39,7 @@ func setUp(stderr io.Writer) (*stack, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w (run bootstorm from the repository)", err)
 	}
-	binDir, err := e2e.K8sBinDir(root)
+	binDir, err := e2e.K8sBinDir(context.Background())
 	if err != nil {
 		return nil, err
 	}

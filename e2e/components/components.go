@@ -149,8 +149,8 @@ func Ensure(ctx context.Context, spec Spec, progress io.Writer) (string, error) 
 		return dest, nil
 	}
 	start := time.Now()
-	fmt.Fprintf(progress, "components: building %s %s (%s) from the Go module proxy into %s: first time only, about %s on 2 cores\n",
-		spec.Name, spec.Version, strings.Join(spec.names(), ", "), dest, spec.Expect.Round(time.Minute))
+	fmt.Fprintf(progress, "components: building %s %s (%s) from the Go module proxy into %s: first time only, about %d min on 2 cores\n",
+		spec.Name, spec.Version, strings.Join(spec.names(), ", "), dest, int(spec.Expect.Minutes()))
 	if err := build(ctx, spec, dest); err != nil {
 		return "", fmt.Errorf("components: building %s %s: %w", spec.Name, spec.Version, err)
 	}
