@@ -155,6 +155,10 @@ func (s *Server) bmc(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), s.BackendTimeout)
 	defer cancel()
 	if err := s.Creds.Put(ctx, bmc, password); err != nil {
+		if errors.Is(err, storage.ErrNotMachine) { // refused before any backend call
+			s.fail(w, r, o, errors.Join(ErrNotMachine, err))
+			return
+		}
 		backend := "datastore"
 		if errors.Is(err, storage.ErrResolve) {
 			backend = "dns"
