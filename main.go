@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"strings"
 	"syscall"
 	"time"
 
@@ -26,7 +27,7 @@ import (
 )
 
 var (
-	listenAddress    = flag.String("listen-address", ":8800", "Address to listen on for HTTP requests.")
+	listenAddress    = flag.String("listen-address", ":8800", "Address to listen on for HTTP requests, or several separated by commas (\":8800,:8801\" serves the two extension servers ePoxy v1.2.5 names from one process).")
 	binDir           = flag.String("bin-dir", "/usr/bin", "Directory holding the kubeadm and kubectl binaries.")
 	kubeconfig       = flag.String("kubeconfig", "", "Kubeconfig for the cluster: passed to kubeadm and kubectl as --kubeconfig (empty lets them find their own), or read by -kube-backend=api (empty means the pod's service account).")
 	tokenTTL         = flag.Duration("token-ttl", 5*time.Minute, "Lifetime of each join token.")
@@ -91,16 +92,26 @@ func main() {
 		Log:            log,
 	}
 	httpServer := newHTTPServer(handler.NewMux(srv, prometheus.DefaultGatherer), *backendTimeout, log)
-	// Listen before serving, so that a busy port fails at start.
-	var ln net.Listener
-	ln, err = net.Listen("tcp", *listenAddress)
-	rtx.Must(err, "could not listen on %s", *listenAddress)
+	// Listen on every address before serving any, so that a busy port fails
+	// at start.
+	var (
+		listeners []net.Listener
+		addresses []string
+	)
+	for _, addr := range strings.Split(*listenAddress, ",") {
+		ln, err := net.Listen("tcp", strings.TrimSpace(addr))
+		rtx.Must(err, "could not listen on %s", addr)
+		listeners = append(listeners, ln)
+		addresses = append(addresses, ln.Addr().String())
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	served := make(chan error, 1)
-	go func() { served <- httpServer.Serve(ln) }()
-	log.Info("serving", "address", ln.Addr().String(), "kube_backend", *kubeBackend, "backend_timeout", backendTimeout.String())
+	served := make(chan error, len(listeners))
+	for _, ln := range listeners {
+		go func() { served <- httpServer.Serve(ln) }()
+	}
+	log.Info("serving", "addresses", addresses, "kube_backend", *kubeBackend, "backend_timeout", backendTimeout.String())
 
 	select {
 	case err := <-served:
