@@ -32,6 +32,7 @@ type serverConfig struct {
 	env     []string          // extra environment
 	binDir  string            // -bin-dir; the real kubeadm and kubectl when empty
 	hosts   map[string]string // name → IPv4 address served to it by a DNS server (-dns-server); none when nil
+	addr    string            // -listen-address, one or several; a free loopback port when empty
 }
 
 // startServer starts the server under test against the shared components
@@ -49,6 +50,7 @@ func (e *testEnv) startServer(t *testing.T, cfg serverConfig) *Server {
 		args = append(args, "-kube-backend", cfg.backend)
 	}
 	opts := ServerOptions{
+		Addr:   cfg.addr,
 		Binary: e.serverBinary(t),
 		Args:   append(args, cfg.args...),
 		Env:    append([]string{"DATASTORE_EMULATOR_HOST=" + e.emu.Host}, cfg.env...),

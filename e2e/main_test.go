@@ -42,6 +42,9 @@ type testEnv struct {
 func TestMain(m *testing.M) {
 	flag.Parse()
 	status := m.Run()
+	if sharedEPoxy.ep != nil {
+		sharedEPoxy.ep.Stop()
+	}
 	if shared.env != nil {
 		shared.env.close()
 	}
@@ -52,7 +55,7 @@ func TestMain(m *testing.M) {
 // plane and the emulator start concurrently: each takes seconds.
 func setup() (*testEnv, error) {
 	start := time.Now()
-	prereqs := []components.Prereq{components.Emulator, components.Java, components.Kubectl, components.Unshare}
+	prereqs := []components.Prereq{components.Emulator, components.Java, components.Kubectl, components.Unshare, components.Curl}
 	if raceEnabled {
 		prereqs = append(prereqs, components.CC)
 	}

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -38,8 +39,9 @@ type ServerOptions struct {
 	Binary string
 	// Args are its flags; StartServer adds -listen-address.
 	Args []string
-	// Addr, when set, is the -listen-address ("127.0.0.1:8800"); otherwise
-	// the server gets a free loopback port.
+	// Addr, when set, is the -listen-address ("127.0.0.1:8800", or several
+	// separated by commas, the first of which URL names); otherwise the
+	// server gets a free loopback port.
 	Addr string
 	// Output, when set, also receives the server's output as it is written.
 	Output io.Writer
@@ -57,18 +59,33 @@ type ServerOptions struct {
 }
 
 // privateMounts runs in a private mount namespace (unshare -m) as
-// `bash -c privateMounts NAME SADIR COMMAND ARGS…`: it mounts the
-// service-account folder, then execs COMMAND, so the server keeps bash's
-// pid. -n keeps mount from writing its bookkeeping (/run/mount/utab) on the
-// machine.
+// `bash -c privateMounts NAME HOSTSFILE SADIR COMMAND ARGS…`: it mounts the
+// hosts file over /etc/hosts and the service-account folder at its standard
+// path, each when not empty, then execs COMMAND, which keeps bash's pid.
+// /var/run is mounted over first: /etc/hosts must not be hidden by it. -n
+// keeps mount from writing its bookkeeping (/run/mount/utab) on the machine.
 const privateMounts = `set -e
-sa=$1
-shift
-run=$(readlink -f /var/run)
-mount -n -t tmpfs -o mode=0755,size=1m e2e-run "$run"
-mkdir -p "$run/secrets/kubernetes.io/serviceaccount"
-mount -n --bind -o ro "$sa" "$run/secrets/kubernetes.io/serviceaccount"
+hosts=$1 sa=$2
+shift 2
+if [ -n "$sa" ]; then
+	run=$(readlink -f /var/run)
+	mount -n -t tmpfs -o mode=0755,size=1m e2e-run "$run"
+	mkdir -p "$run/secrets/kubernetes.io/serviceaccount"
+	mount -n --bind -o ro "$sa" "$run/secrets/kubernetes.io/serviceaccount"
+fi
+if [ -n "$hosts" ]; then
+	mount -n --bind "$hosts" /etc/hosts
+fi
 exec "$@"`
+
+// withPrivateMounts returns the program and arguments that run path with
+// args in a private mount namespace holding hostsFile as /etc/hosts and
+// saDir as the pod's service-account folder (each when not empty). unshare
+// execs bash, which execs path: one process, whose pid is path's. "$@"
+// keeps every argument verbatim.
+func withPrivateMounts(hostsFile, saDir, path string, args []string) (string, []string) {
+	return "unshare", append(append(unshareArgs(), "bash", "-c", privateMounts, "e2e-mounts", hostsFile, saDir, path), args...)
+}
 
 // unshareArgs returns the arguments of unshare that give a process a
 // private mount namespace: as root, that alone; otherwise also a user
@@ -103,7 +120,8 @@ func StartServer(opts ServerOptions) (*Server, error) {
 		addr = "127.0.0.1:" + strconv.Itoa(port)
 	}
 	// The address to reach it at: loopback when it listens on every address.
-	host, port, err := net.SplitHostPort(addr)
+	first, _, _ := strings.Cut(addr, ",")
+	host, port, err := net.SplitHostPort(first)
 	if err != nil {
 		return nil, fmt.Errorf("listen address %q: %w", addr, err)
 	}
@@ -113,11 +131,7 @@ func StartServer(opts ServerOptions) (*Server, error) {
 	args := append([]string{"-listen-address", addr}, opts.Args...)
 	path := opts.Binary
 	if opts.ServiceAccountDir != "" {
-		// unshare execs bash, which execs the server: one process, whose pid
-		// is the server's. "$@" keeps every argument verbatim.
-		args = append(append(unshareArgs(), "bash", "-c", privateMounts, "e2e-mounts",
-			opts.ServiceAccountDir, path), args...)
-		path = "unshare"
+		path, args = withPrivateMounts("", opts.ServiceAccountDir, path, args)
 	}
 	s := &Server{URL: "http://" + net.JoinHostPort(host, port), log: &SyncBuffer{}}
 	var out io.Writer = s.log

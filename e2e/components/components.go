@@ -43,6 +43,7 @@ var (
 	Kubectl = Prereq{"kubectl", "/usr/bin/kubectl", "kubectl"}
 	Unshare = Prereq{"unshare, for private mounts in the in-cluster test", "unshare", "util-linux"}
 	CC      = Prereq{"a C compiler, for go test -race", "gcc", "gcc"}
+	Curl    = Prereq{"curl, which the ePoxy tests run as M-Lab's machines do", "curl", "curl"}
 )
 
 // Find returns the program's full path, or an error that names its Debian

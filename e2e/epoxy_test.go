@@ -1,0 +1,344 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"cloud.google.com/go/datastore"
+	epoxystorage "github.com/m-lab/epoxy/storage"
+
+	"github.com/m-lab/epoxy-extensions/e2e/components"
+	"github.com/m-lab/epoxy-extensions/token"
+)
+
+// epoxyExtensionIP is where ePoxy's private /etc/hosts puts its extension
+// servers; the tests' servers listen there on :8800 and :8801.
+const epoxyExtensionIP = "127.0.88.1"
+
+// sharedEPoxy is one ePoxy boot server for the package (it serves its own
+// metrics on a fixed port, so only one can run), started at first use.
+var sharedEPoxy struct {
+	once sync.Once
+	ep   *EPoxy
+	err  error
+}
+
+// epoxyEnv returns the shared environment and ePoxy boot server.
+func epoxyEnv(t *testing.T) (*testEnv, *EPoxy) {
+	t.Helper()
+	e := env(t)
+	sharedEPoxy.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+		defer cancel()
+		dir, err := components.Ensure(ctx, components.EPoxy(components.EPoxyVersion), os.Stderr)
+		if err != nil {
+			sharedEPoxy.err = err
+			return
+		}
+		sharedEPoxy.ep, sharedEPoxy.err = StartEPoxy(dir, e.emu.Host, bmcProject, epoxyExtensionIP, e.dir)
+	})
+	if sharedEPoxy.err != nil {
+		t.Fatalf("ePoxy boot server: %v", sharedEPoxy.err)
+	}
+	return e, sharedEPoxy.ep
+}
+
+// epoxyServer starts the server where ePoxy v1.2.5 sends its extensions:
+// both its ports, one process. bmcs maps BMC names to addresses.
+func epoxyServer(t *testing.T, e *testEnv, backend string, bmcs map[string]string, args ...string) *Server {
+	t.Helper()
+	return e.startServer(t, serverConfig{
+		backend: backend,
+		addr:    fmt.Sprintf("%s:%d,%s:%d", epoxyExtensionIP, EPoxyTokenPort, epoxyExtensionIP, EPoxyBMCPort),
+		hosts:   bmcs,
+		args:    args,
+	})
+}
+
+// machine is one simulated M-Lab machine booting through ePoxy.
+type machine struct {
+	host, bmc string
+	// extensions are the URLs from its stage1 kernel arguments, by
+	// operation, with http:// (ePoxy serves plain HTTP on loopback).
+	extensions map[string]string
+}
+
+// newMachine returns machine i of a series named by the letter prefix: a
+// distinct M-Lab name (mlab1-4, site [a-z]{3}[0-9]{2}) in the test project.
+func newMachine(prefix byte, i int) *machine {
+	site := fmt.Sprintf("%c%c%c%02d", prefix, 'a'+i/4/100%26, 'a'+i/4/2600%26, i/4%100)
+	m := fmt.Sprintf("mlab%d", 1+i%4)
+	return &machine{
+		host: fmt.Sprintf("%s-%s.%s.measurement-lab.org", m, site, bmcProject),
+		bmc:  fmt.Sprintf("%sd-%s.%s.measurement-lab.org", m, site, bmcProject),
+	}
+}
+
+// register registers the machine with ePoxy, coming from 127.0.0.1.
+func (m *machine) register(t *testing.T, ep *EPoxy) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := ep.Register(ctx, m.host, "127.0.0.1"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// stage1 does what the machine's stage 1 does: POST stage1.json on ePoxy,
+// and keep the extension URLs of the kernel arguments it answers.
+func (m *machine) stage1(ctx context.Context, ep *EPoxy) error {
+	out, err := Curl(ctx, "--fail", "--silent", "--show-error", "-XPOST", ep.URL+"/v1/boot/"+m.host+"/stage1.json")
+	if err != nil {
+		return fmt.Errorf("stage1.json for %s: %w", m.host, err)
+	}
+	var cfg struct {
+		Kargs map[string]string `json:"kargs"`
+	}
+	if err := json.Unmarshal([]byte(out), &cfg); err != nil {
+		return fmt.Errorf("stage1.json for %s: %w: %q", m.host, err, out)
+	}
+	m.extensions = map[string]string{}
+	for _, op := range []string{"allocate_k8s_token", "bmc_store_password"} {
+		u, ok := cfg.Kargs["epoxy."+op]
+		if !ok {
+			return fmt.Errorf("stage1.json for %s: no epoxy.%s among %v", m.host, op, cfg.Kargs)
+		}
+		m.extensions[op] = strings.Replace(u, "https://", "http://", 1)
+	}
+	return nil
+}
+
+// token runs setup_k8s.sh's line: curl --fail --silent --show-error -XPOST
+// --data-binary "{}" $K8S_TOKEN_URL.
+func (m *machine) token(ctx context.Context) (string, error) {
+	return Curl(ctx, "--fail", "--silent", "--show-error", "-XPOST", "--data-binary", "{}", m.extensions["allocate_k8s_token"])
+}
+
+// storePassword runs rc.local's line: curl --fail --silent --show-error
+// -XPOST --data-binary "{}" --write-out "%{http_code}" "$url?p=$password".
+// query is what follows the URL ("?p=…", or "" for none).
+func (m *machine) storePassword(ctx context.Context, query string) (string, error) {
+	return Curl(ctx, "--fail", "--silent", "--show-error", "-XPOST", "--data-binary", "{}",
+		"--write-out", "%{http_code}", m.extensions["bmc_store_password"]+query)
+}
+
+var bareToken = regexp.MustCompile(`^([a-z0-9]{6})\.[a-z0-9]{16}$`)
+
+// checkTokenFor fails unless tok is a bare token whose Secret names host and
+// which the API server authenticates.
+func checkTokenFor(t *testing.T, e *testEnv, tok, host string) {
+	t.Helper()
+	m := bareToken.FindStringSubmatch(tok)
+	if m == nil {
+		t.Fatalf("token answer %q is not a bare token", tok)
+	}
+	s := bootstrapSecret(t, e, m[1])
+	if got, want := string(s.Data["description"]), token.Description(host); got != want {
+		t.Errorf("token %s.… is for %q, want %q", m[1], got, want)
+	}
+	checkAuthenticates(t, e, tok, m[1])
+}
+
+// TestEPoxyPhysicalMachine boots a physical machine through ePoxy: its v1
+// token and its BMC password, with stage 1's and stage 3's own curl lines.
+func TestEPoxyPhysicalMachine(t *testing.T) {
+	e, ep := epoxyEnv(t)
+	forEachBackend(t, func(t *testing.T, backend string) {
+		m := newMachine('p', map[string]int{"exec": 0, "api": 1}[backend])
+		m.register(t, ep)
+		s := epoxyServer(t, e, backend, map[string]string{m.bmc: "192.0.2.77"})
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if err := m.stage1(ctx, ep); err != nil {
+			t.Fatal(err)
+		}
+		tok, err := m.token(ctx)
+		if err != nil {
+			t.Fatalf("token: %v", err)
+		}
+		checkTokenFor(t, e, tok, m.host)
+
+		password := newPassword(t)
+		code, err := m.storePassword(ctx, "?p="+password)
+		if err != nil || code != "200" {
+			t.Fatalf("BMC store: %q, %v; want 200", code, err)
+		}
+		checkCredentialsOf(t, bmcProject, m.bmc, "192.0.2.77", password)
+		if log := s.Log(); strings.Contains(log, password) || strings.Contains(log, tok) {
+			t.Error("the server's log holds the password or the token")
+		}
+		// ePoxy's own access log prints each request line, and with it the
+		// password in ?p=…: a leak of ePoxy v1.2.5, not ours. Its log never
+		// sees the token, which travels in the answer's body.
+		if strings.Contains(ep.Log(), tok) {
+			t.Error("ePoxy's log holds the token")
+		}
+	})
+}
+
+// TestEPoxyStaleBoot: a machine whose ePoxy record says it booted 3 hours
+// ago gets 408 relayed to its curl, whose error text the stage script reads
+// to decide to reboot; no token is made.
+func TestEPoxyStaleBoot(t *testing.T) {
+	e, ep := epoxyEnv(t)
+	m := newMachine('s', 0)
+	m.register(t, ep)
+	epoxyServer(t, e, "", nil)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := m.stage1(ctx, ep); err != nil {
+		t.Fatal(err)
+	}
+	setLastBoot(t, ep, m.host, time.Now().Add(-3*time.Hour))
+	before := len(bootstrapSecrets(t, e))
+	out, err := m.token(ctx)
+	status, stderr := CurlStatus(err)
+	// curl before 7.76 wrote "…returned error: 408 Request Timeout", later
+	// ones "…returned error: 408"; either way, exit status 22 (--fail).
+	if status != 22 || !strings.Contains(stderr, "The requested URL returned error: 408") || out != "" {
+		t.Errorf("curl = %q, exit %d, stderr %q; want exit 22 and \"returned error: 408\"", out, status, stderr)
+	}
+	if after := len(bootstrapSecrets(t, e)); after != before {
+		t.Errorf("%d bootstrap tokens after the refusal, want %d", after, before)
+	}
+}
+
+// setLastBoot sets the session time of host's ePoxy record, which ePoxy
+// sends as last_boot.
+func setLastBoot(t *testing.T, ep *EPoxy, host string, when time.Time) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	client, err := datastore.NewClient(ctx, ep.Project)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	cfg := epoxystorage.NewDatastoreConfig(client)
+	h, err := cfg.Load(host)
+	if err != nil {
+		t.Fatalf("loading ePoxy's record of %s: %v", host, err)
+	}
+	h.LastSessionCreation = when
+	if err := cfg.Save(h); err != nil {
+		t.Fatalf("saving ePoxy's record of %s: %v", host, err)
+	}
+}
+
+// TestEPoxyBMCWithoutPassword: a BMC request without p gets 400 relayed,
+// and nothing is stored.
+func TestEPoxyBMCWithoutPassword(t *testing.T) {
+	e, ep := epoxyEnv(t)
+	m := newMachine('n', 0)
+	m.register(t, ep)
+	epoxyServer(t, e, "", map[string]string{m.bmc: "192.0.2.78"})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := m.stage1(ctx, ep); err != nil {
+		t.Fatal(err)
+	}
+	for _, query := range []string{"", "?p=", "?q=abc"} {
+		code, err := m.storePassword(ctx, query)
+		status, stderr := CurlStatus(err)
+		if status != 22 || !strings.Contains(stderr, "returned error: 400") {
+			t.Errorf("query %q: curl wrote %q, exit %d, stderr %q; want exit 22 and error 400", query, code, status, stderr)
+		}
+	}
+	if _, err := loadCredentials(t, bmcProject, m.bmc); !errors.Is(err, datastore.ErrNoSuchEntity) {
+		t.Errorf("credentials of %s after refusals: %v, want none stored", m.bmc, err)
+	}
+}
+
+// TestEPoxyServerDown: with the extension server down, ePoxy answers 5xx;
+// the next try after the server is back succeeds.
+func TestEPoxyServerDown(t *testing.T) {
+	e, ep := epoxyEnv(t)
+	m := newMachine('d', 0)
+	m.register(t, ep)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := m.stage1(ctx, ep); err != nil {
+		t.Fatal(err)
+	}
+	out, err := m.token(ctx)
+	status, stderr := CurlStatus(err)
+	if status != 22 || !regexp.MustCompile(`returned error: 5\d\d`).MatchString(stderr) {
+		t.Fatalf("token with the server down: %q, exit %d, stderr %q; want exit 22 and a 5xx", out, status, stderr)
+	}
+	epoxyServer(t, e, "", nil)
+	tok, err := m.token(ctx)
+	if err != nil {
+		t.Fatalf("token once the server is back: %v", err)
+	}
+	checkTokenFor(t, e, tok, m.host)
+}
+
+// TestEPoxyDirectCallers runs the lines of the machines that call the
+// server directly: a cloud VM joining (join-cluster.sh), a control-plane VM
+// without a hostname (create-control-plane.sh), and a VM leaving
+// (leave-cluster.sh), whose name ends in an instance-group suffix.
+func TestEPoxyDirectCallers(t *testing.T) {
+	e, _ := epoxyEnv(t)
+	forEachBackend(t, func(t *testing.T, backend string) {
+		s := epoxyServer(t, e, backend, nil)
+		base := s.URL // http://127.0.88.1:8800
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		now := time.Now().UTC().Format(time.RFC3339Nano)
+		vm := "mlab1-lga01.mlab-sandbox.measurement-lab.org-" + backend[:2] + "x1"
+
+		t.Run("cloud VM joins", func(t *testing.T) {
+			extensionV1 := `{"v1":{"hostname":"` + vm + `","last_boot":"` + now + `"}}`
+			out, err := Curl(ctx, "--data", extensionV1, base+"/v2/allocate_k8s_token")
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkJoinJSON(t, e, out, vm)
+		})
+		t.Run("control-plane VM joins without a hostname", func(t *testing.T) {
+			out, err := Curl(ctx, "--data", `{"v1":{"last_boot":"`+now+`"}}`, base+"/v2/allocate_k8s_token")
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkJoinJSON(t, e, out, "")
+		})
+		t.Run("VM leaves", func(t *testing.T) {
+			createNode(t, e, vm)
+			extensionV1 := `{"v1":{"hostname":"` + vm + `","last_boot":"` + now + `"}}`
+			out, err := Curl(ctx, "--data", extensionV1, base+"/v1/node/delete")
+			if err != nil || out != "" {
+				t.Fatalf("node delete: %q, %v", out, err)
+			}
+			if status, _ := apiDo(t, e, http.MethodGet, "/api/v1/nodes/"+vm, nil); status != http.StatusNotFound {
+				t.Errorf("GET node %s after delete: %d, want 404", vm, status)
+			}
+		})
+	})
+}
+
+// checkJoinJSON fails unless out is the v2 answer for host: the API
+// address, a token the API server authenticates, and the CA's hash.
+func checkJoinJSON(t *testing.T, e *testEnv, out, host string) {
+	t.Helper()
+	var join struct {
+		APIAddress string `json:"api_address"`
+		Token      string `json:"token"`
+		CAHash     string `json:"ca_hash"`
+	}
+	if err := json.Unmarshal([]byte(out), &join); err != nil {
+		t.Fatalf("answer %q: %v", out, err)
+	}
+	if join.APIAddress != e.cp.API.Addr || join.CAHash != e.cp.PKI.CAHash() {
+		t.Errorf("api_address %q, ca_hash %q; want %q, %q", join.APIAddress, join.CAHash, e.cp.API.Addr, e.cp.PKI.CAHash())
+	}
+	checkTokenFor(t, e, join.Token, host)
+}
