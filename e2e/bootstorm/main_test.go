@@ -165,19 +165,21 @@ func TestCheck(t *testing.T) {
 // one the loadtest writes, from the loadtest's source: a rename there would
 // otherwise read as zero here.
 func TestSummaryMatchesLoadtest(t *testing.T) {
-	f, err := parser.ParseFile(token.NewFileSet(), "../../loadtest/stats.go", nil, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
 	written := map[string]bool{}
-	ast.Inspect(f, func(n ast.Node) bool {
-		if field, ok := n.(*ast.Field); ok && field.Tag != nil {
-			tag, _ := strconv.Unquote(field.Tag.Value)
-			name, _, _ := strings.Cut(reflect.StructTag(tag).Get("json"), ",")
-			written[name] = true
+	for _, file := range []string{"../../loadtest/stats.go", "../../loadtest/storm/storm.go"} {
+		f, err := parser.ParseFile(token.NewFileSet(), file, nil, 0)
+		if err != nil {
+			t.Fatal(err)
 		}
-		return true
-	})
+		ast.Inspect(f, func(n ast.Node) bool {
+			if field, ok := n.(*ast.Field); ok && field.Tag != nil {
+				tag, _ := strconv.Unquote(field.Tag.Value)
+				name, _, _ := strings.Cut(reflect.StructTag(tag).Get("json"), ",")
+				written[name] = true
+			}
+			return true
+		})
+	}
 	var walk func(typ reflect.Type)
 	walk = func(typ reflect.Type) {
 		for typ.Kind() == reflect.Pointer {
@@ -189,7 +191,7 @@ func TestSummaryMatchesLoadtest(t *testing.T) {
 		for i := range typ.NumField() {
 			name := typ.Field(i).Tag.Get("json")
 			if !written[name] {
-				t.Errorf("bootstorm reads %q, which loadtest/stats.go does not write", name)
+				t.Errorf("bootstorm reads %q, which the loadtest does not write", name)
 			}
 			walk(typ.Field(i).Type)
 		}
