@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -11,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 )
 
 // ePoxy v1.2.5 sends its two extensions to these servers (its
@@ -87,6 +90,17 @@ func StartEPoxy(binDir, emuHost, project, extensionIP, dir string) (*EPoxy, erro
 	return e, nil
 }
 
+// RegisterAll registers every machine, coming from address, a few
+// epoxy_admin runs at a time.
+func (e *EPoxy) RegisterAll(ctx context.Context, machines []*Machine, address string) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for _, m := range machines {
+		g.Go(func() error { return e.Register(ctx, m.Host, address) })
+	}
+	return g.Wait()
+}
+
 // Log returns what the boot server wrote so far.
 func (e *EPoxy) Log() string {
 	b, _ := os.ReadFile(e.log)
@@ -110,6 +124,65 @@ func (e *EPoxy) Register(ctx context.Context, hostname, address string) error {
 		return fmt.Errorf("epoxy_admin create %s: %w\n%s", hostname, err, out)
 	}
 	return nil
+}
+
+// Machine is one simulated M-Lab machine booting through ePoxy: it runs the
+// real curl with the lines of M-Lab's stage scripts.
+type Machine struct {
+	// Host is its name, BMC its BMC's.
+	Host, BMC string
+	// extensions are the URLs from its stage1 kernel arguments, by
+	// operation, with http:// (ePoxy serves plain HTTP on loopback).
+	extensions map[string]string
+}
+
+// NewMachine returns machine i of a series named by the letter prefix: a
+// distinct M-Lab name (mlab1-4, site [a-z]{3}[0-9]{2}) in project.
+func NewMachine(prefix byte, i int, project string) *Machine {
+	site := fmt.Sprintf("%c%c%c%02d", prefix, 'a'+i/4/100%26, 'a'+i/4/2600%26, i/4%100)
+	m := fmt.Sprintf("mlab%d", 1+i%4)
+	return &Machine{
+		Host: fmt.Sprintf("%s-%s.%s.measurement-lab.org", m, site, project),
+		BMC:  fmt.Sprintf("%sd-%s.%s.measurement-lab.org", m, site, project),
+	}
+}
+
+// Stage1 does what the machine's stage 1 does: POST stage1.json on ePoxy,
+// and keep the extension URLs of the kernel arguments it answers.
+func (m *Machine) Stage1(ctx context.Context, ep *EPoxy) error {
+	out, err := Curl(ctx, "--fail", "--silent", "--show-error", "-XPOST", ep.URL+"/v1/boot/"+m.Host+"/stage1.json")
+	if err != nil {
+		return fmt.Errorf("stage1.json for %s: %w", m.Host, err)
+	}
+	var cfg struct {
+		Kargs map[string]string `json:"kargs"`
+	}
+	if err := json.Unmarshal([]byte(out), &cfg); err != nil {
+		return fmt.Errorf("stage1.json for %s: %w: %q", m.Host, err, out)
+	}
+	m.extensions = map[string]string{}
+	for _, op := range []string{"allocate_k8s_token", "bmc_store_password"} {
+		u, ok := cfg.Kargs["epoxy."+op]
+		if !ok {
+			return fmt.Errorf("stage1.json for %s: no epoxy.%s among %v", m.Host, op, cfg.Kargs)
+		}
+		m.extensions[op] = strings.Replace(u, "https://", "http://", 1)
+	}
+	return nil
+}
+
+// Token runs setup_k8s.sh's line: curl --fail --silent --show-error -XPOST
+// --data-binary "{}" $K8S_TOKEN_URL.
+func (m *Machine) Token(ctx context.Context) (string, error) {
+	return Curl(ctx, "--fail", "--silent", "--show-error", "-XPOST", "--data-binary", "{}", m.extensions["allocate_k8s_token"])
+}
+
+// StorePassword runs rc.local's line: curl --fail --silent --show-error
+// -XPOST --data-binary "{}" --write-out "%{http_code}" "$url?p=$password".
+// query is what follows the URL ("?p=…", or "" for none).
+func (m *Machine) StorePassword(ctx context.Context, query string) (string, error) {
+	return Curl(ctx, "--fail", "--silent", "--show-error", "-XPOST", "--data-binary", "{}",
+		"--write-out", "%{http_code}", m.extensions["bmc_store_password"]+query)
 }
 
 // curlError is curl's exit status and what it wrote to stderr.

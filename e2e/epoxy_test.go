@@ -64,71 +64,14 @@ func epoxyServer(t *testing.T, e *testEnv, backend string, bmcs map[string]strin
 	})
 }
 
-// machine is one simulated M-Lab machine booting through ePoxy.
-type machine struct {
-	host, bmc string
-	// extensions are the URLs from its stage1 kernel arguments, by
-	// operation, with http:// (ePoxy serves plain HTTP on loopback).
-	extensions map[string]string
-}
-
-// newMachine returns machine i of a series named by the letter prefix: a
-// distinct M-Lab name (mlab1-4, site [a-z]{3}[0-9]{2}) in the test project.
-func newMachine(prefix byte, i int) *machine {
-	site := fmt.Sprintf("%c%c%c%02d", prefix, 'a'+i/4/100%26, 'a'+i/4/2600%26, i/4%100)
-	m := fmt.Sprintf("mlab%d", 1+i%4)
-	return &machine{
-		host: fmt.Sprintf("%s-%s.%s.measurement-lab.org", m, site, bmcProject),
-		bmc:  fmt.Sprintf("%sd-%s.%s.measurement-lab.org", m, site, bmcProject),
-	}
-}
-
 // register registers the machine with ePoxy, coming from 127.0.0.1.
-func (m *machine) register(t *testing.T, ep *EPoxy) {
+func register(t *testing.T, ep *EPoxy, m *Machine) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := ep.Register(ctx, m.host, "127.0.0.1"); err != nil {
+	if err := ep.Register(ctx, m.Host, "127.0.0.1"); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// stage1 does what the machine's stage 1 does: POST stage1.json on ePoxy,
-// and keep the extension URLs of the kernel arguments it answers.
-func (m *machine) stage1(ctx context.Context, ep *EPoxy) error {
-	out, err := Curl(ctx, "--fail", "--silent", "--show-error", "-XPOST", ep.URL+"/v1/boot/"+m.host+"/stage1.json")
-	if err != nil {
-		return fmt.Errorf("stage1.json for %s: %w", m.host, err)
-	}
-	var cfg struct {
-		Kargs map[string]string `json:"kargs"`
-	}
-	if err := json.Unmarshal([]byte(out), &cfg); err != nil {
-		return fmt.Errorf("stage1.json for %s: %w: %q", m.host, err, out)
-	}
-	m.extensions = map[string]string{}
-	for _, op := range []string{"allocate_k8s_token", "bmc_store_password"} {
-		u, ok := cfg.Kargs["epoxy."+op]
-		if !ok {
-			return fmt.Errorf("stage1.json for %s: no epoxy.%s among %v", m.host, op, cfg.Kargs)
-		}
-		m.extensions[op] = strings.Replace(u, "https://", "http://", 1)
-	}
-	return nil
-}
-
-// token runs setup_k8s.sh's line: curl --fail --silent --show-error -XPOST
-// --data-binary "{}" $K8S_TOKEN_URL.
-func (m *machine) token(ctx context.Context) (string, error) {
-	return Curl(ctx, "--fail", "--silent", "--show-error", "-XPOST", "--data-binary", "{}", m.extensions["allocate_k8s_token"])
-}
-
-// storePassword runs rc.local's line: curl --fail --silent --show-error
-// -XPOST --data-binary "{}" --write-out "%{http_code}" "$url?p=$password".
-// query is what follows the URL ("?p=…", or "" for none).
-func (m *machine) storePassword(ctx context.Context, query string) (string, error) {
-	return Curl(ctx, "--fail", "--silent", "--show-error", "-XPOST", "--data-binary", "{}",
-		"--write-out", "%{http_code}", m.extensions["bmc_store_password"]+query)
 }
 
 var bareToken = regexp.MustCompile(`^([a-z0-9]{6})\.[a-z0-9]{16}$`)
@@ -153,26 +96,26 @@ func checkTokenFor(t *testing.T, e *testEnv, tok, host string) {
 func TestEPoxyPhysicalMachine(t *testing.T) {
 	e, ep := epoxyEnv(t)
 	forEachBackend(t, func(t *testing.T, backend string) {
-		m := newMachine('p', map[string]int{"exec": 0, "api": 1}[backend])
-		m.register(t, ep)
-		s := epoxyServer(t, e, backend, map[string]string{m.bmc: "192.0.2.77"})
+		m := NewMachine('p', map[string]int{"exec": 0, "api": 1}[backend], bmcProject)
+		register(t, ep, m)
+		s := epoxyServer(t, e, backend, map[string]string{m.BMC: "192.0.2.77"})
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		if err := m.stage1(ctx, ep); err != nil {
+		if err := m.Stage1(ctx, ep); err != nil {
 			t.Fatal(err)
 		}
-		tok, err := m.token(ctx)
+		tok, err := m.Token(ctx)
 		if err != nil {
 			t.Fatalf("token: %v", err)
 		}
-		checkTokenFor(t, e, tok, m.host)
+		checkTokenFor(t, e, tok, m.Host)
 
 		password := newPassword(t)
-		code, err := m.storePassword(ctx, "?p="+password)
+		code, err := m.StorePassword(ctx, "?p="+password)
 		if err != nil || code != "200" {
 			t.Fatalf("BMC store: %q, %v; want 200", code, err)
 		}
-		checkCredentialsOf(t, bmcProject, m.bmc, "192.0.2.77", password)
+		checkCredentialsOf(t, bmcProject, m.BMC, "192.0.2.77", password)
 		if log := s.Log(); strings.Contains(log, password) || strings.Contains(log, tok) {
 			t.Error("the server's log holds the password or the token")
 		}
@@ -190,17 +133,17 @@ func TestEPoxyPhysicalMachine(t *testing.T) {
 // to decide to reboot; no token is made.
 func TestEPoxyStaleBoot(t *testing.T) {
 	e, ep := epoxyEnv(t)
-	m := newMachine('s', 0)
-	m.register(t, ep)
+	m := NewMachine('s', 0, bmcProject)
+	register(t, ep, m)
 	epoxyServer(t, e, "", nil)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := m.stage1(ctx, ep); err != nil {
+	if err := m.Stage1(ctx, ep); err != nil {
 		t.Fatal(err)
 	}
-	setLastBoot(t, ep, m.host, time.Now().Add(-3*time.Hour))
+	setLastBoot(t, ep, m.Host, time.Now().Add(-3*time.Hour))
 	before := len(bootstrapSecrets(t, e))
-	out, err := m.token(ctx)
+	out, err := m.Token(ctx)
 	status, stderr := CurlStatus(err)
 	// curl before 7.76 wrote "…returned error: 408 Request Timeout", later
 	// ones "…returned error: 408"; either way, exit status 22 (--fail).
@@ -238,23 +181,23 @@ func setLastBoot(t *testing.T, ep *EPoxy, host string, when time.Time) {
 // and nothing is stored.
 func TestEPoxyBMCWithoutPassword(t *testing.T) {
 	e, ep := epoxyEnv(t)
-	m := newMachine('n', 0)
-	m.register(t, ep)
-	epoxyServer(t, e, "", map[string]string{m.bmc: "192.0.2.78"})
+	m := NewMachine('n', 0, bmcProject)
+	register(t, ep, m)
+	epoxyServer(t, e, "", map[string]string{m.BMC: "192.0.2.78"})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := m.stage1(ctx, ep); err != nil {
+	if err := m.Stage1(ctx, ep); err != nil {
 		t.Fatal(err)
 	}
 	for _, query := range []string{"", "?p=", "?q=abc"} {
-		code, err := m.storePassword(ctx, query)
+		code, err := m.StorePassword(ctx, query)
 		status, stderr := CurlStatus(err)
 		if status != 22 || !strings.Contains(stderr, "returned error: 400") {
 			t.Errorf("query %q: curl wrote %q, exit %d, stderr %q; want exit 22 and error 400", query, code, status, stderr)
 		}
 	}
-	if _, err := loadCredentials(t, bmcProject, m.bmc); !errors.Is(err, datastore.ErrNoSuchEntity) {
-		t.Errorf("credentials of %s after refusals: %v, want none stored", m.bmc, err)
+	if _, err := loadCredentials(t, bmcProject, m.BMC); !errors.Is(err, datastore.ErrNoSuchEntity) {
+		t.Errorf("credentials of %s after refusals: %v, want none stored", m.BMC, err)
 	}
 }
 
@@ -262,24 +205,24 @@ func TestEPoxyBMCWithoutPassword(t *testing.T) {
 // the next try after the server is back succeeds.
 func TestEPoxyServerDown(t *testing.T) {
 	e, ep := epoxyEnv(t)
-	m := newMachine('d', 0)
-	m.register(t, ep)
+	m := NewMachine('d', 0, bmcProject)
+	register(t, ep, m)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if err := m.stage1(ctx, ep); err != nil {
+	if err := m.Stage1(ctx, ep); err != nil {
 		t.Fatal(err)
 	}
-	out, err := m.token(ctx)
+	out, err := m.Token(ctx)
 	status, stderr := CurlStatus(err)
 	if status != 22 || !regexp.MustCompile(`returned error: 5\d\d`).MatchString(stderr) {
 		t.Fatalf("token with the server down: %q, exit %d, stderr %q; want exit 22 and a 5xx", out, status, stderr)
 	}
 	epoxyServer(t, e, "", nil)
-	tok, err := m.token(ctx)
+	tok, err := m.Token(ctx)
 	if err != nil {
 		t.Fatalf("token once the server is back: %v", err)
 	}
-	checkTokenFor(t, e, tok, m.host)
+	checkTokenFor(t, e, tok, m.Host)
 }
 
 // TestEPoxyDirectCallers runs the lines of the machines that call the

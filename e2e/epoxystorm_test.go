@@ -4,11 +4,10 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"golang.org/x/sync/errgroup"
+	"github.com/m-lab/epoxy-extensions/loadtest/storm"
 )
 
 // TestEPoxyBootStorm: stormSize machines boot at once through the real
@@ -21,13 +20,17 @@ func TestEPoxyBootStorm(t *testing.T) {
 	e, ep := epoxyEnv(t)
 	forEachBackend(t, func(t *testing.T, backend string) {
 		prefix := map[string]byte{"exec": 'x', "api": 'y'}[backend]
-		machines := make([]*machine, stormSize)
+		machines := make([]*Machine, stormSize)
 		bmcs := map[string]string{}
 		for i := range machines {
-			machines[i] = newMachine(prefix, i)
-			bmcs[machines[i].bmc] = fmt.Sprintf("192.0.2.%d", 1+i%250)
+			machines[i] = NewMachine(prefix, i, bmcProject)
+			bmcs[machines[i].BMC] = fmt.Sprintf("192.0.2.%d", 1+i%250)
 		}
-		registerAll(t, ep, machines)
+		regCtx, regCancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer regCancel()
+		if err := ep.RegisterAll(regCtx, machines, "127.0.0.1"); err != nil {
+			t.Fatal(err)
+		}
 		s := epoxyServer(t, e, backend, bmcs)
 
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -37,30 +40,23 @@ func TestEPoxyBootStorm(t *testing.T) {
 		for i := range passwords {
 			passwords[i] = newPassword(t)
 		}
-		start := make(chan struct{})
-		var wg sync.WaitGroup
-		began := time.Now()
-		for i, m := range machines {
-			wg.Go(func() {
-				<-start
-				if err := m.stage1(ctx, ep); err != nil {
-					t.Error(err)
-					return
-				}
-				tok, err := m.token(ctx)
-				if err != nil {
-					t.Errorf("%s: token: %v", m.host, err)
-					return
-				}
-				tokens[i] = strings.TrimSpace(tok)
-				if code, err := m.storePassword(ctx, "?p="+passwords[i]); err != nil || code != "200" {
-					t.Errorf("%s: BMC store: %q, %v", m.host, code, err)
-				}
-			})
-		}
-		close(start)
-		wg.Wait()
-		t.Logf("%d machines through ePoxy, %s backend: %s", len(machines), backend, time.Since(began).Round(time.Millisecond))
+		wall := storm.Release(len(machines), func(i int) {
+			m := machines[i]
+			if err := m.Stage1(ctx, ep); err != nil {
+				t.Error(err)
+				return
+			}
+			tok, err := m.Token(ctx)
+			if err != nil {
+				t.Errorf("%s: token: %v", m.Host, err)
+				return
+			}
+			tokens[i] = strings.TrimSpace(tok)
+			if code, err := m.StorePassword(ctx, "?p="+passwords[i]); err != nil || code != "200" {
+				t.Errorf("%s: BMC store: %q, %v", m.Host, code, err)
+			}
+		})
+		t.Logf("%d machines through ePoxy, %s backend: %s", len(machines), backend, wall.Round(time.Millisecond))
 		if t.Failed() {
 			t.FailNow()
 		}
@@ -71,22 +67,22 @@ func TestEPoxyBootStorm(t *testing.T) {
 		for i, m := range machines {
 			match := bareToken.FindStringSubmatch(tokens[i])
 			if match == nil {
-				t.Fatalf("%s: answer %q is not a bare token", m.host, tokens[i])
+				t.Fatalf("%s: answer %q is not a bare token", m.Host, tokens[i])
 			}
 			if seen[tokens[i]] {
-				t.Errorf("%s: token %s.… was handed out twice", m.host, match[1])
+				t.Errorf("%s: token %s.… was handed out twice", m.Host, match[1])
 			}
 			seen[tokens[i]] = true
 			sec, ok := secrets[match[1]]
 			if !ok {
-				t.Errorf("%s: no Secret for token %s.…", m.host, match[1])
+				t.Errorf("%s: no Secret for token %s.…", m.Host, match[1])
 				continue
 			}
-			if string(sec.Data["description"]) != description(m.host) || string(sec.Data["token-secret"]) != strings.SplitN(tokens[i], ".", 2)[1] {
+			if string(sec.Data["description"]) != description(m.Host) || string(sec.Data["token-secret"]) != strings.SplitN(tokens[i], ".", 2)[1] {
 				crossing++
 			}
 			checkAuthenticates(t, e, tokens[i], match[1])
-			checkCredentialsOf(t, bmcProject, m.bmc, bmcs[m.bmc], passwords[i])
+			checkCredentialsOf(t, bmcProject, m.BMC, bmcs[m.BMC], passwords[i])
 		}
 		if crossing > 0 {
 			t.Errorf("%d tokens' Secrets name another machine or hold another secret", crossing)
@@ -98,20 +94,4 @@ func TestEPoxyBootStorm(t *testing.T) {
 			}
 		}
 	})
-}
-
-// registerAll registers machines with ePoxy as operators do, a few
-// epoxy_admin runs at a time.
-func registerAll(t *testing.T, ep *EPoxy, machines []*machine) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	g, ctx := errgroup.WithContext(ctx)
-	g.SetLimit(8)
-	for _, m := range machines {
-		g.Go(func() error { return ep.Register(ctx, m.host, "127.0.0.1") })
-	}
-	if err := g.Wait(); err != nil {
-		t.Fatal(err)
-	}
 }
