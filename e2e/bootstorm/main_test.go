@@ -5,11 +5,13 @@ import (
 	"go/ast"
 	"go/parser"
 	"go/token"
+	"os"
 	"reflect"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // These tests never start the control plane: `go test ./...` runs them.
@@ -212,5 +214,34 @@ func TestShellLine(t *testing.T) {
 	want := `go run ./e2e/bootstorm -machines 100,500 -- -allowed-sources '' 'it'\''s'`
 	if got != want {
 		t.Errorf("shellLine = %s, want %s", got, want)
+	}
+}
+
+func TestServedDurations(t *testing.T) {
+	log := `{"msg":"Argument listen-address=:8800"}
+{"msg":"request served","endpoint":"allocate_k8s_token_v1","duration_seconds":0.002}
+{"msg":"request served","endpoint":"bmc_store_password","duration_seconds":0.25}
+{"msg":"request refused","endpoint":"allocate_k8s_token_v1","duration_seconds":0.001}
+not json
+{"msg":"request served","endpoint":"allocate_k8s_token_v2","duration_seconds":0.004}`
+	tests := []struct {
+		endpoint string
+		want     []time.Duration
+	}{
+		{"allocate_k8s_token", []time.Duration{2 * time.Millisecond, 4 * time.Millisecond}},
+		{"bmc_store_password", []time.Duration{250 * time.Millisecond}},
+		{"node_delete", nil},
+	}
+	for _, tc := range tests {
+		if got := servedDurations(log, tc.endpoint); !slices.Equal(got, tc.want) {
+			t.Errorf("servedDurations(%q) = %v, want %v", tc.endpoint, got, tc.want)
+		}
+	}
+}
+
+func TestProcUsageOfSelf(t *testing.T) {
+	cpu, rss := procUsage(os.Getpid())
+	if cpu < 0 || rss <= 0 {
+		t.Errorf("procUsage(self) = %v s, %v MiB; want a resident size", cpu, rss)
 	}
 }
