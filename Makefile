@@ -45,7 +45,7 @@ test: prepare lint
 # Checks that the machine has what the image ships, then builds what the
 # tests need into ~/.cache/epoxy-extensions, with one progress line each.
 prepare:
-	@$(GO) run ./e2e/prepare -race kubernetes >/dev/null
+	@$(GO) run ./e2e/prepare -race kubernetes epoxy >/dev/null
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
@@ -62,6 +62,7 @@ unit:
 	$(GO) test -race -short ./...
 
 # exec vs api under a boot storm on a real control plane: a Markdown table of
-# each backend at each machine count, e.g. BOOTSTORMFLAGS='-machines 100'.
+# each backend at each machine count, e.g. BOOTSTORMFLAGS='-machines 100';
+# with -via-epoxy every machine boots through M-Lab's ePoxy boot server.
 bootstorm:
 	$(GO) run ./e2e/bootstorm $(BOOTSTORMFLAGS)
