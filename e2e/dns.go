@@ -24,6 +24,9 @@ type DNSServer struct {
 	wg    sync.WaitGroup
 }
 
+// dnsReaders is how many goroutines read queries.
+const dnsReaders = 4
+
 // StartDNS serves records, name → IPv4 address, on a free loopback port.
 func StartDNS(records map[string]string) (*DNSServer, error) {
 	s := &DNSServer{names: map[string]netip.Addr{}}
@@ -39,7 +42,14 @@ func StartDNS(records map[string]string) (*DNSServer, error) {
 		return nil, fmt.Errorf("dns: %w", err)
 	}
 	s.conn, s.Addr = conn, conn.LocalAddr().String()
-	s.wg.Go(s.serve)
+	// A boot storm sends a thousand lookups at once: a larger socket
+	// buffer and a few readers keep the burst from overflowing it.
+	if c, ok := conn.(*net.UDPConn); ok {
+		c.SetReadBuffer(4 << 20)
+	}
+	for range dnsReaders {
+		s.wg.Go(s.serve)
+	}
 	return s, nil
 }
 

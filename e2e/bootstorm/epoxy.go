@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,6 +30,10 @@ const (
 	standIn = "stand-in"
 	// cannedToken is the stand-in's answer to a token request.
 	cannedToken = "abcdef.0123456789abcdef"
+	// machineNice is the CPU priority of the machines' curl processes:
+	// lower than the server's, ePoxy's and the emulator's, whose CPUs in
+	// the field the machines do not share.
+	machineNice = 10
 )
 
 // epoxyStack is what the via-ePoxy mode adds to the stack.
@@ -95,6 +100,7 @@ func (st *stack) epoxyStorm(ctx context.Context, idx, n int, targets, extra []st
 	bmcs := map[string]string{}
 	for i := range machines {
 		machines[i] = e2e.NewMachine(byte('a'+idx%26), i, epoxyProject)
+		machines[i].Nice = machineNice
 		bmcs[machines[i].BMC] = fmt.Sprintf("192.0.2.%d", 1+i%250)
 	}
 	fmt.Fprintf(stderr, "bootstorm: registering %d machines with epoxy_admin\n", n)
@@ -180,6 +186,9 @@ func (st *stack) epoxyRun(ctx context.Context, machines []*e2e.Machine, target s
 	if srv == nil {
 		return r, nil
 	}
+	if reasons := failureReasons(srv.Log(), 3); len(reasons) > 0 {
+		r.Problems = append(r.Problems, "the server says: "+strings.Join(reasons, "; "))
+	}
 	r.ServerCPUSeconds, r.ServerPeakRSSMiB = procUsage(srv.Pid())
 	log := srv.Log()
 	r.ServerToken = storm.Summarize(servedDurations(log, "allocate_k8s_token"))
@@ -229,6 +238,30 @@ func servedDurations(log, endpoint string) []time.Duration {
 		}
 		if json.Unmarshal([]byte(line), &l) == nil && l.Msg == "request served" && strings.HasPrefix(l.Endpoint, endpoint) {
 			out = append(out, time.Duration(l.Duration*float64(time.Second)))
+		}
+	}
+	return out
+}
+
+// failureReasons returns up to n distinct backend errors the server logged
+// for requests that failed (status 500 and up).
+func failureReasons(log string, n int) []string {
+	var out []string
+	for line := range strings.SplitSeq(log, "\n") {
+		var l struct {
+			Status  int    `json:"status"`
+			Backend string `json:"backend"`
+			Error   string `json:"error"`
+		}
+		if json.Unmarshal([]byte(line), &l) != nil || l.Status < 500 {
+			continue
+		}
+		reason := l.Backend + ": " + l.Error
+		if !slices.Contains(out, reason) {
+			out = append(out, reason)
+		}
+		if len(out) == n {
+			break
 		}
 	}
 	return out
