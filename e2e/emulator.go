@@ -57,7 +57,8 @@ func (e *Emulator) Start() error {
 	// The launcher script runs "$JAVA -cp … CloudDatastore ARGS" as a child.
 	// With JAVA="exec java" the script becomes java instead, so the JVM is
 	// our direct child and dies with the test process (Pdeathsig) even if
-	// cleanup never runs.
+	// cleanup never runs. -XX:-UsePerfData keeps the JVM from writing
+	// /tmp/hsperfdata_<user>, which would outlive the stack.
 	java := os.Getenv("JAVA")
 	if java == "" {
 		java = "java"
@@ -66,7 +67,7 @@ func (e *Emulator) Start() error {
 	if err != nil {
 		return err
 	}
-	e.proc, err = StartProcess("datastore emulator", logFile, []string{"JAVA=exec " + java}, components.Emulator.Path,
+	e.proc, err = StartProcess("datastore emulator", logFile, []string{"JAVA=exec " + java + " -XX:-UsePerfData"}, components.Emulator.Path,
 		"start", "--host="+host, "--port="+port, "--store_on_disk=false", "--consistency=1.0")
 	if err != nil {
 		return err

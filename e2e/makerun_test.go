@@ -89,8 +89,17 @@ func TestRunAsOrdinaryUser(t *testing.T) {
 	}
 	port := freePort(t)
 	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + home, "TMPDIR=" + tmp, "K8S_BIN_DIR=" + bins}
+	// The JVM writes /tmp/hsperfdata_<user> unless told not to, whatever
+	// TMPDIR says.
+	perfData := filepath.Join(os.TempDir(), "hsperfdata_nobody")
+	_, err = os.Stat(perfData)
+	hadPerfData := err == nil
 	runStack(t, tmp, port, env, &syscall.Credential{Uid: uid, Gid: gid}, devstack,
 		"-listen-address", "127.0.0.1:"+strconv.Itoa(port), "-server", server)
+	if _, err := os.Stat(perfData); err == nil && !hadPerfData {
+		t.Errorf("the stack left %s behind", perfData)
+		os.RemoveAll(perfData)
+	}
 }
 
 // stackTemp returns a fresh folder with mode perm, removed at the end.
