@@ -1,6 +1,7 @@
-# One command runs the server, one runs every test. See README.md.
+# The two commands of README.md: `make run` (the server on a real local
+# stack) and `make test` (every test). `make serve` is the production
+# command line.
 GO ?= go
-K8S_VERSION ?= v1.34.4
 
 # A count, not a duration: time-bounded fuzz runs can end in a spurious
 # "context deadline exceeded" failure (golang/go#75804).
@@ -9,22 +10,42 @@ FUZZTIME ?= 50000x
 FUZZ_TARGETS = handler:FuzzExtensionRequest handler:FuzzValidHostname handler:FuzzPassword \
 	token:FuzzParseJoinCommand
 
-.PHONY: build run test lint unit fuzz k8s-binaries dev bootstorm
+.PHONY: build run dev serve test prepare lint unit fuzz bootstorm
 
 build:
 	$(GO) build -o epoxy-extensions .
 
-# The production command line, with the defaults spelled out.
-run: build
+# The server on a local stack owned by one process, on 127.0.0.1:8800: etcd,
+# kube-apiserver, the Datastore emulator, a DNS server for the sandbox BMC
+# name, and this server with the real kubeadm and kubectl. It prints a curl
+# line for every endpoint; Ctrl-C or SIGTERM stops it all. DEVFLAGS go to
+# e2e/devstack, server flags after "--", e.g.
+# DEVFLAGS='-listen-address 127.0.0.1:8801 -- -kube-backend api'.
+# The second line is a plain command, so that make passes SIGTERM on to it.
+run:
+	@$(GO) build -o .cache/devstack ./e2e/devstack
+	.cache/devstack $(DEVFLAGS)
+
+dev: run
+
+# The production command line, with the defaults spelled out: on a
+# control-plane node kubeadm and kubectl are in /usr/bin and find
+# /etc/kubernetes/admin.conf.
+serve: build
 	./epoxy-extensions -listen-address=:8800 -bin-dir=/usr/bin
 
-# Every check CI runs: formatting, vet, and all tests (unit and end-to-end
-# against a real Datastore emulator, etcd, kube-apiserver, kubeadm, kubectl)
-# under the race detector, then each fuzz target for FUZZTIME.
-test: lint
-	K8S_BIN_DIR="$$(K8S_VERSION=$(K8S_VERSION) e2e/k8s-binaries.sh)" \
-		$(GO) test -race -count=1 -timeout 60m ./...
+# Every check CI runs: the image's programs and the components (built from
+# the Go module proxy once, then cached), formatting, vet, all tests (unit
+# and end-to-end against the real Datastore emulator, etcd, kube-apiserver,
+# kubeadm and kubectl) under the race detector, then each fuzz target.
+test: prepare lint
+	$(GO) test -race -count=1 -timeout 60m ./...
 	$(MAKE) fuzz
+
+# Checks that the machine has what the image ships, then builds what the
+# tests need into ~/.cache/epoxy-extensions, with one progress line each.
+prepare:
+	@$(GO) run ./e2e/prepare -race kubernetes epoxy >/dev/null
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
@@ -40,17 +61,8 @@ lint:
 unit:
 	$(GO) test -race -short ./...
 
-k8s-binaries:
-	K8S_VERSION=$(K8S_VERSION) e2e/k8s-binaries.sh
-
-# The whole stack on loopback (etcd, kube-apiserver, the Datastore emulator,
-# this server against them on 127.0.0.1:8800), with a curl line printed for
-# every endpoint; Ctrl-C stops it all. DEVFLAGS go to devstack, e.g.
-# DEVFLAGS='-listen-address 127.0.0.1:8801 -- -max-tokens-per-host 0'.
-dev:
-	$(GO) run ./e2e/devstack $(DEVFLAGS)
-
 # exec vs api under a boot storm on a real control plane: a Markdown table of
-# each backend at each machine count, e.g. BOOTSTORMFLAGS='-machines 100'.
+# each backend at each machine count, e.g. BOOTSTORMFLAGS='-machines 100';
+# with -via-epoxy every machine boots through M-Lab's ePoxy boot server.
 bootstorm:
 	$(GO) run ./e2e/bootstorm $(BOOTSTORMFLAGS)

@@ -6,6 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"path/filepath"
+	"strings"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -36,6 +38,37 @@ const (
 	startupCheckTimeout = 5 * time.Second
 )
 
+// A readiness check of the exec backend runs kubectl at most once per
+// readyMaxAge, for at most readyTimeout.
+const (
+	readyMaxAge  = 10 * time.Second
+	readyTimeout = 5 * time.Second
+)
+
+// execReady reports whether a token request would succeed with the exec
+// backend: kubeadm and kubectl are executable, the API server answers, and
+// the kubeconfig's user may create Secrets in kube-system, where kubeadm
+// stores tokens. It runs outside the command slots, so that a boot storm
+// filling them does not make the server look unready.
+func execReady(ctx context.Context) error {
+	if err := command.Executable(*binDir, "kubeadm", "kubectl"); err != nil {
+		return err
+	}
+	var args []string
+	if *kubeconfig != "" {
+		args = append(args, "--kubeconfig", *kubeconfig)
+	}
+	args = append(args, "auth", "can-i", "create", "secrets", "--namespace", metav1.NamespaceSystem)
+	out, err := command.Exec{}.Run(ctx, filepath.Join(*binDir, "kubectl"), args...)
+	if err != nil {
+		return fmt.Errorf("kubectl auth can-i create secrets: %w", err)
+	}
+	if answer := strings.TrimSpace(string(out)); answer != "yes" {
+		return fmt.Errorf("kubectl auth can-i create secrets: %q", answer)
+	}
+	return nil
+}
+
 // kubeBackends returns the token issuer, the node deleter and the readiness
 // check of the backend -kube-backend names.
 func kubeBackends(log *slog.Logger) (handler.TokenIssuer, handler.NodeDeleter, func() error, error) {
@@ -45,10 +78,10 @@ func kubeBackends(log *slog.Logger) (handler.TokenIssuer, handler.NodeDeleter, f
 			*maxCommands = 1
 		}
 		runner := command.NewLimited(command.Exec{Timeout: *commandTimeout}, *maxCommands)
-		ready := func() error { return command.Executable(*binDir, "kubeadm", "kubectl") }
+		ready := &handler.CachedCheck{Check: execReady, MaxAge: readyMaxAge, Timeout: readyTimeout}
 		log.Info("kube backend: exec", "bin_dir", *binDir, "max_concurrent_commands", *maxCommands)
 		return &token.Kubeadm{Runner: runner, BinDir: *binDir, Kubeconfig: *kubeconfig, TTL: *tokenTTL},
-			&node.Kubectl{Runner: runner, BinDir: *binDir, Kubeconfig: *kubeconfig}, ready, nil
+			&node.Kubectl{Runner: runner, BinDir: *binDir, Kubeconfig: *kubeconfig}, ready.Err, nil
 	case "api":
 		return apiBackends(log)
 	}

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"strings"
 	"syscall"
 	"time"
 
@@ -26,7 +27,7 @@ import (
 )
 
 var (
-	listenAddress    = flag.String("listen-address", ":8800", "Address to listen on for HTTP requests.")
+	listenAddress    = flag.String("listen-address", ":8800", "Address to listen on for HTTP requests, or several separated by commas (\":8800,:8801\" serves the two extension servers ePoxy v1.2.5 names from one process).")
 	binDir           = flag.String("bin-dir", "/usr/bin", "Directory holding the kubeadm and kubectl binaries.")
 	kubeconfig       = flag.String("kubeconfig", "", "Kubeconfig for the cluster: passed to kubeadm and kubectl as --kubeconfig (empty lets them find their own), or read by -kube-backend=api (empty means the pod's service account).")
 	tokenTTL         = flag.Duration("token-ttl", 5*time.Minute, "Lifetime of each join token.")
@@ -39,15 +40,18 @@ var (
 	allowedSources   = flag.String("allowed-sources", "", "Comma-separated CIDRs allowed to call the extension endpoints (ePoxy, VM subnets); empty allows everyone.")
 	maxTokensPerHost = flag.Int("max-tokens-per-host", 10, "Most join tokens one hostname may get per -token-budget-window; 0 means no limit.")
 	tokenWindow      = flag.Duration("token-budget-window", 10*time.Minute, "Window of -max-tokens-per-host.")
+	dnsServer        = flag.String("dns-server", "", "DNS server (host:port) to resolve BMC names with; empty uses the system's resolver.")
 	shutdownTimeout  = flag.Duration("shutdown-timeout", 0, "How long SIGTERM waits for requests in flight; 0 means backend-timeout plus 5s.")
 )
 
 func main() {
 	flag.Parse()
-	rtx.Must(flagx.ArgsFromEnv(flag.CommandLine), "could not read flags from the environment")
+	// One log format: JSON lines on stderr. SetDefault also routes the log
+	// package through it, which flagx (its "Argument" lines) and rtx use.
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	slog.SetDefault(log)
 	klog.SetSlogLogger(log) // client-go logs through klog
+	rtx.Must(flagx.ArgsFromEnv(flag.CommandLine), "could not read flags from the environment")
 
 	// kubeadm reads --ttl 0 as "never expires": a join credential for ever.
 	if *tokenTTL <= 0 || *backendTimeout <= 0 || *commandTimeout <= 0 || *maxBootAge <= 0 {
@@ -64,8 +68,12 @@ func main() {
 		log.Error("could not set up the Kubernetes backend", "kube_backend", *kubeBackend, "error", err)
 		os.Exit(1)
 	}
+	var resolver storage.Resolver = net.DefaultResolver
+	if *dnsServer != "" {
+		resolver = storage.NewResolver(*dnsServer)
+	}
 	store := &storage.Store{
-		Resolver:  net.DefaultResolver,
+		Resolver:  resolver,
 		NewClient: storage.NewDatastoreClient,
 		Project:   *datastoreProject,
 	}
@@ -84,16 +92,26 @@ func main() {
 		Log:            log,
 	}
 	httpServer := newHTTPServer(handler.NewMux(srv, prometheus.DefaultGatherer), *backendTimeout, log)
-	// Listen before serving, so that a busy port fails at start.
-	var ln net.Listener
-	ln, err = net.Listen("tcp", *listenAddress)
-	rtx.Must(err, "could not listen on %s", *listenAddress)
+	// Listen on every address before serving any, so that a busy port fails
+	// at start.
+	var (
+		listeners []net.Listener
+		addresses []string
+	)
+	for _, addr := range strings.Split(*listenAddress, ",") {
+		ln, err := net.Listen("tcp", strings.TrimSpace(addr))
+		rtx.Must(err, "could not listen on %s", addr)
+		listeners = append(listeners, ln)
+		addresses = append(addresses, ln.Addr().String())
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	served := make(chan error, 1)
-	go func() { served <- httpServer.Serve(ln) }()
-	log.Info("serving", "address", ln.Addr().String(), "kube_backend", *kubeBackend, "backend_timeout", backendTimeout.String())
+	served := make(chan error, len(listeners))
+	for _, ln := range listeners {
+		go func() { served <- httpServer.Serve(ln) }()
+	}
+	log.Info("serving", "addresses", addresses, "kube_backend", *kubeBackend, "backend_timeout", backendTimeout.String())
 
 	select {
 	case err := <-served:

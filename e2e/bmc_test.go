@@ -13,7 +13,7 @@ import (
 )
 
 // The machine the BMC tests store credentials for, and what its BMC's name
-// resolves to in the server's private /etc/hosts.
+// resolves to through the test's DNS server (-dns-server).
 const (
 	bmcMachine = "mlab1-lga01.mlab-sandbox.measurement-lab.org"
 	bmcName    = "mlab1d-lga01.mlab-sandbox.measurement-lab.org"
@@ -84,7 +84,14 @@ func loadCredentials(t *testing.T, project, name string) (datastore.PropertyList
 // reboot service expects for the test BMC, with password.
 func checkCredentials(t *testing.T, password string) {
 	t.Helper()
-	props, err := loadCredentials(t, bmcProject, bmcName)
+	checkCredentialsOf(t, bmcProject, bmcName, bmcAddress, password)
+}
+
+// checkCredentialsOf fails unless the emulator holds, in project, exactly
+// the entity the reboot service expects for the BMC name at address.
+func checkCredentialsOf(t *testing.T, project, name, address, password string) {
+	t.Helper()
+	props, err := loadCredentials(t, project, name)
 	if err != nil {
 		t.Fatalf("loading the credentials from Datastore: %v", err)
 	}
@@ -96,11 +103,11 @@ func checkCredentials(t *testing.T, password string) {
 		got[p.Name] = p.Value
 	}
 	want := map[string]any{
-		"hostname": bmcName,
+		"hostname": name,
 		"username": "admin",
 		"password": password,
 		"model":    "DRAC",
-		"address":  bmcAddress,
+		"address":  address,
 	}
 	if !maps.Equal(got, want) {
 		// Never print the password itself.

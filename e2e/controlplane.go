@@ -18,13 +18,10 @@ import (
 	"time"
 )
 
-// EtcdPath is the etcd binary (Debian package etcd-server).
-var EtcdPath = "/usr/bin/etcd"
-
 // ControlPlane is a one-member etcd and a kube-apiserver on loopback, with an
 // admin kubeconfig for kubeadm and kubectl.
 type ControlPlane struct {
-	// BinDir holds kube-apiserver, kubeadm and kubectl.
+	// BinDir holds etcd, kube-apiserver, kubeadm and kubectl (K8sBinDir).
 	BinDir string
 	// PKI holds the cluster's certificates.
 	PKI *PKI
@@ -39,9 +36,6 @@ type ControlPlane struct {
 // StartControlPlane starts etcd and kube-apiserver with binaries from
 // binDir and state in dir, and waits until the API server is ready.
 func StartControlPlane(binDir, dir string) (_ *ControlPlane, err error) {
-	if err := executable(EtcdPath); err != nil {
-		return nil, fmt.Errorf("etcd: %w (install the Debian package etcd-server)", err)
-	}
 	c := &ControlPlane{BinDir: binDir}
 	defer func() {
 		if err != nil {
@@ -124,7 +118,7 @@ func (c *ControlPlane) startEtcd(dir string) (string, error) {
 		return "", err
 	}
 	defer logFile.Close() // the child keeps its own descriptor
-	c.etcd, err = StartProcess("etcd", logFile, nil, EtcdPath,
+	c.etcd, err = StartProcess("etcd", logFile, nil, filepath.Join(c.BinDir, "etcd"),
 		"--name=e2e", "--data-dir="+filepath.Join(dir, "etcd"),
 		"--listen-client-urls="+clientURL, "--advertise-client-urls="+clientURL,
 		"--listen-peer-urls="+peerURL, "--initial-advertise-peer-urls="+peerURL,

@@ -7,15 +7,12 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"strconv"
 	"sync"
 	"time"
-)
 
-// EmulatorPath is the Cloud Datastore emulator's launcher (Debian package
-// google-cloud-cli-datastore-emulator, which needs a Java runtime).
-var EmulatorPath = "/usr/lib/google-cloud-sdk/platform/cloud-datastore-emulator/cloud_datastore_emulator"
+	"github.com/m-lab/epoxy-extensions/e2e/components"
+)
 
 // Emulator is a Cloud Datastore emulator on loopback, in memory, strongly
 // consistent. It can be stopped and started again on the same port, so that
@@ -31,11 +28,8 @@ type Emulator struct {
 
 // StartEmulator starts the emulator on a free port, logging to logPath.
 func StartEmulator(logPath string) (*Emulator, error) {
-	if err := executable(EmulatorPath); err != nil {
-		return nil, fmt.Errorf("datastore emulator: %w (install the Debian package google-cloud-cli-datastore-emulator and a Java 17 runtime)", err)
-	}
-	if _, err := exec.LookPath("java"); err != nil && os.Getenv("JAVA") == "" {
-		return nil, errors.New("datastore emulator: no java in PATH (install a Java 17 runtime, e.g. openjdk-17-jre-headless)")
+	if err := components.Check(components.Emulator, components.Java); err != nil {
+		return nil, err
 	}
 	port, err := FreePort()
 	if err != nil {
@@ -63,7 +57,8 @@ func (e *Emulator) Start() error {
 	// The launcher script runs "$JAVA -cp … CloudDatastore ARGS" as a child.
 	// With JAVA="exec java" the script becomes java instead, so the JVM is
 	// our direct child and dies with the test process (Pdeathsig) even if
-	// cleanup never runs.
+	// cleanup never runs. -XX:-UsePerfData keeps the JVM from writing
+	// /tmp/hsperfdata_<user>, which would outlive the stack.
 	java := os.Getenv("JAVA")
 	if java == "" {
 		java = "java"
@@ -72,7 +67,7 @@ func (e *Emulator) Start() error {
 	if err != nil {
 		return err
 	}
-	e.proc, err = StartProcess("datastore emulator", logFile, []string{"JAVA=exec " + java}, EmulatorPath,
+	e.proc, err = StartProcess("datastore emulator", logFile, []string{"JAVA=exec " + java + " -XX:-UsePerfData"}, components.Emulator.Path,
 		"start", "--host="+host, "--port="+port, "--store_on_disk=false", "--consistency=1.0")
 	if err != nil {
 		return err

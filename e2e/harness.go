@@ -21,6 +21,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/m-lab/epoxy-extensions/e2e/components"
 )
 
 // Process is a program the harness started in its own process group, so
@@ -195,39 +197,22 @@ func ModuleRoot() (string, error) {
 	return filepath.Dir(gomod), nil
 }
 
-// K8sBinDir returns the folder holding kube-apiserver, kubeadm and kubectl:
-// $K8S_BIN_DIR when set, else what e2e/k8s-binaries.sh prints (it builds the
-// binaries on first use, which takes minutes, and caches them).
-func K8sBinDir(root string) (string, error) {
+// K8sBinDir returns the folder holding etcd, kube-apiserver, kubeadm and
+// kubectl: $K8S_BIN_DIR when set, else the components cache, where they are
+// built from the Go module proxy on first use (minutes; progress goes to
+// stderr).
+func K8sBinDir(ctx context.Context) (string, error) {
 	dir := os.Getenv("K8S_BIN_DIR")
 	if dir == "" {
-		cmd := exec.Command(filepath.Join(root, "e2e", "k8s-binaries.sh"))
-		cmd.Dir = root
-		cmd.Stderr = os.Stderr // build progress
-		out, err := cmd.Output()
-		if err != nil {
-			return "", fmt.Errorf("e2e/k8s-binaries.sh failed (%w): it builds kube-apiserver, kubeadm and kubectl "+
-				"from the Go module proxy; or set K8S_BIN_DIR to a folder holding them", err)
+		var err error
+		if dir, err = components.Ensure(ctx, components.Kubernetes(components.KubernetesVersion), os.Stderr); err != nil {
+			return "", err
 		}
-		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-		dir = lines[len(lines)-1]
 	}
-	for _, tool := range []string{"kube-apiserver", "kubeadm", "kubectl"} {
-		if err := executable(filepath.Join(dir, tool)); err != nil {
-			return "", fmt.Errorf("kubernetes binaries in %s: %w (run e2e/k8s-binaries.sh or fix K8S_BIN_DIR)", dir, err)
+	for _, tool := range []string{"etcd", "kube-apiserver", "kubeadm", "kubectl"} {
+		if err := components.Executable(filepath.Join(dir, tool)); err != nil {
+			return "", fmt.Errorf("kubernetes binaries in %s: %w (unset K8S_BIN_DIR to have them built)", dir, err)
 		}
 	}
 	return dir, nil
-}
-
-// executable returns an error unless path is an executable regular file.
-func executable(path string) error {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return err
-	}
-	if !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
-		return fmt.Errorf("%s is not an executable file", path)
-	}
-	return nil
 }

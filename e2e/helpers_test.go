@@ -7,9 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -34,7 +31,8 @@ type serverConfig struct {
 	args    []string          // extra flags
 	env     []string          // extra environment
 	binDir  string            // -bin-dir; the real kubeadm and kubectl when empty
-	hosts   map[string]string // name → address in a private /etc/hosts; none when nil
+	hosts   map[string]string // name → IPv4 address served to it by a DNS server (-dns-server); none when nil
+	addr    string            // -listen-address, one or several; a free loopback port when empty
 }
 
 // startServer starts the server under test against the shared components
@@ -52,20 +50,13 @@ func (e *testEnv) startServer(t *testing.T, cfg serverConfig) *Server {
 		args = append(args, "-kube-backend", cfg.backend)
 	}
 	opts := ServerOptions{
+		Addr:   cfg.addr,
 		Binary: e.serverBinary(t),
 		Args:   append(args, cfg.args...),
 		Env:    append([]string{"DATASTORE_EMULATOR_HOST=" + e.emu.Host}, cfg.env...),
 	}
 	if cfg.hosts != nil {
-		var b strings.Builder
-		b.WriteString("127.0.0.1 localhost\n")
-		for name, addr := range cfg.hosts {
-			fmt.Fprintf(&b, "%s %s\n", addr, name)
-		}
-		opts.HostsFile = filepath.Join(t.TempDir(), "hosts")
-		if err := os.WriteFile(opts.HostsFile, []byte(b.String()), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		opts.Args = append(opts.Args, "-dns-server", startDNS(t, cfg.hosts))
 	}
 	s, err := StartServer(opts)
 	if err != nil {
@@ -80,6 +71,18 @@ func (e *testEnv) startServer(t *testing.T, cfg serverConfig) *Server {
 		}
 	})
 	return s
+}
+
+// startDNS serves records on a DNS server until the test ends, and returns
+// its address.
+func startDNS(t *testing.T, records map[string]string) string {
+	t.Helper()
+	dns, err := StartDNS(records)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(dns.Close)
+	return dns.Addr
 }
 
 // extensionBody is the body ePoxy sends for host, which booted a minute ago.

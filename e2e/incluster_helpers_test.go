@@ -171,22 +171,17 @@ func publishClusterInfo(t *testing.T, e *testEnv, server string) {
 // startInCluster starts the server as a pod would run it: -kube-backend=api
 // without -kubeconfig, the API server's address in KUBERNETES_SERVICE_HOST
 // and _PORT, and the service account's files at their standard path. Its
-// private /etc/hosts resolves the test BMC.
+// DNS server resolves the test BMC.
 func startInCluster(t *testing.T, e *testEnv, saDir string, out io.Writer) (*Server, error) {
 	t.Helper()
 	host, port, err := net.SplitHostPort(e.cp.API.Addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	hosts := filepath.Join(t.TempDir(), "hosts")
-	if err := os.WriteFile(hosts, []byte("127.0.0.1 localhost\n"+bmcAddress+" "+bmcName+"\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	return StartServer(ServerOptions{
-		HostsFile: hosts,
-		Binary:    e.serverBinary(t),
-		Args:      []string{"-kube-backend=api"},
-		Output:    out,
+		Binary: e.serverBinary(t),
+		Args:   []string{"-kube-backend=api", "-dns-server", startDNS(t, map[string]string{bmcName: bmcAddress})},
+		Output: out,
 		Env: []string{"KUBERNETES_SERVICE_HOST=" + host, "KUBERNETES_SERVICE_PORT=" + port,
 			"DATASTORE_EMULATOR_HOST=" + e.emu.Host},
 		ServiceAccountDir: saDir,

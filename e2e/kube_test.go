@@ -53,17 +53,24 @@ func bootstrapSecrets(t *testing.T, e *testEnv) map[string]secret {
 // the HTTP status, the username and the groups.
 func authenticate(t *testing.T, e *testEnv, token string) (int, string, []string) {
 	t.Helper()
+	return authenticateAt(t, e.cp.API.URL(), e.cp.API.Client(false), token)
+}
+
+// authenticateAt is authenticate against the API server at apiURL, reached
+// with client.
+func authenticateAt(t *testing.T, apiURL string, client *http.Client, token string) (int, string, []string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	body := []byte(`{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}`)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost,
-		e.cp.API.URL()+"/apis/authentication.k8s.io/v1/selfsubjectreviews", bytes.NewReader(body))
+		apiURL+"/apis/authentication.k8s.io/v1/selfsubjectreviews", bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := e.cp.API.Client(false).Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatalf("SelfSubjectReview: %v", err)
 	}

@@ -1,25 +1,32 @@
 package e2e
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/m-lab/epoxy-extensions/e2e/components"
 )
 
 // raceEnabled is set by race_test.go when the tests run with -race; the
 // server is then built with the race detector too.
 var raceEnabled bool
 
-// shared is what TestMain started for every test of the package: one
-// control plane and one Datastore emulator. It is nil in -short mode.
-var shared *testEnv
+// shared is what the first test that needs it started for every test of
+// the package: one control plane and one Datastore emulator. Setting it up
+// lazily means that `go test -list`, -short, and runs of tests that need no
+// component never wait for one.
+var shared struct {
+	once sync.Once
+	env  *testEnv
+	err  error
+}
 
 type testEnv struct {
 	root string // module root
@@ -33,40 +40,33 @@ type testEnv struct {
 }
 
 func TestMain(m *testing.M) {
-	os.Exit(runMain(m))
-}
-
-func runMain(m *testing.M) int {
 	flag.Parse()
-	if testing.Short() {
-		return m.Run() // every test skips itself
+	status := m.Run()
+	if sharedEPoxy.ep != nil {
+		sharedEPoxy.ep.Stop()
 	}
-	start := time.Now()
-	env, err := setup()
-	if env != nil {
-		defer env.close()
+	if shared.env != nil {
+		shared.env.close()
 	}
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "FAIL: e2e: a real component is missing or broken (use -short to skip the e2e tests locally):\n%v\n", err)
-		return 1
-	}
-	fmt.Fprintf(os.Stderr, "e2e: control plane at %s, datastore emulator at %s, ready in %s\n",
-		env.cp.API.Addr, env.emu.Host, time.Since(start).Round(time.Millisecond))
-	shared = env
-	return m.Run()
+	os.Exit(status)
 }
 
 // setup checks for every component and starts the shared ones. The control
 // plane and the emulator start concurrently: each takes seconds.
 func setup() (*testEnv, error) {
+	start := time.Now()
+	prereqs := []components.Prereq{components.Emulator, components.Java, components.Kubectl, components.Unshare, components.Curl}
+	if raceEnabled {
+		prereqs = append(prereqs, components.CC)
+	}
+	if err := components.Check(prereqs...); err != nil {
+		return nil, err
+	}
 	root, err := ModuleRoot()
 	if err != nil {
 		return nil, err
 	}
-	if err := checkPrivateHosts(); err != nil {
-		return nil, err
-	}
-	binDir, err := K8sBinDir(root)
+	binDir, err := K8sBinDir(context.Background())
 	if err != nil {
 		return nil, err
 	}
@@ -81,30 +81,14 @@ func setup() (*testEnv, error) {
 	wg.Go(func() { env.emu, emuErr = StartEmulator(filepath.Join(dir, "datastore-emulator.log")) })
 	wg.Wait()
 	if err := errors.Join(cpErr, emuErr); err != nil {
-		return env, err
+		env.close()
+		return nil, err
 	}
 	// The test's own Datastore clients talk to the emulator.
 	os.Setenv("DATASTORE_EMULATOR_HOST", env.emu.Host)
+	fmt.Fprintf(os.Stderr, "e2e: control plane at %s, datastore emulator at %s, ready in %s\n",
+		env.cp.API.Addr, env.emu.Host, time.Since(start).Round(time.Millisecond))
 	return env, nil
-}
-
-// checkPrivateHosts makes sure a process can get a private /etc/hosts, as
-// the BMC tests need.
-func checkPrivateHosts() error {
-	f, err := os.CreateTemp("", "e2e-hosts-")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	const marker = "192.0.2.1 e2e-private-hosts-check"
-	f.WriteString(marker + "\n")
-	f.Close()
-	out, err := exec.Command("unshare", "-m", "bash", "-c", `mount --bind "$0" /etc/hosts && cat /etc/hosts`, f.Name()).CombinedOutput()
-	if err != nil || !strings.Contains(string(out), marker) {
-		return fmt.Errorf("cannot give a process a private /etc/hosts with `unshare -m` and `mount --bind` "+
-			"(needs root and util-linux's unshare): %v: %s", err, out)
-	}
-	return nil
 }
 
 func (e *testEnv) close() {
@@ -119,16 +103,18 @@ func (e *testEnv) close() {
 	os.RemoveAll(e.dir)
 }
 
-// env returns the shared environment, skipping the test in -short mode.
+// env returns the shared environment, starting it on first use, and skips
+// the test in -short mode. A missing or broken component fails the test.
 func env(t *testing.T) *testEnv {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("end-to-end test: needs etcd, kube-apiserver and the Datastore emulator; skipped with -short")
 	}
-	if shared == nil {
-		t.Fatal("e2e environment was not set up")
+	shared.once.Do(func() { shared.env, shared.err = setup() })
+	if shared.err != nil {
+		t.Fatalf("e2e: a real component is missing or broken (-short skips the end-to-end tests):\n%v", shared.err)
 	}
-	return shared
+	return shared.env
 }
 
 // serverBinary builds the server once per run.

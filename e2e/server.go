@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -38,34 +39,31 @@ type ServerOptions struct {
 	Binary string
 	// Args are its flags; StartServer adds -listen-address.
 	Args []string
-	// Addr, when set, is the -listen-address ("127.0.0.1:8800"); otherwise
-	// the server gets a free loopback port.
+	// Addr, when set, is the -listen-address ("127.0.0.1:8800", or several
+	// separated by commas, the first of which URL names); otherwise the
+	// server gets a free loopback port.
 	Addr string
 	// Output, when set, also receives the server's output as it is written.
 	Output io.Writer
 	// Env is the server's environment, on top of the few variables
 	// serverEnv keeps from the test process's.
 	Env []string
-	// HostsFile, when set, is the server's /etc/hosts: it runs in a private
-	// mount namespace (unshare -m) where the file is bind-mounted over
-	// /etc/hosts. The machine's own /etc/hosts is untouched. Needs root.
-	HostsFile string
 	// ServiceAccountDir, when set, is a folder holding token, ca.crt and
 	// namespace that the server finds at
 	// /var/run/secrets/kubernetes.io/serviceaccount, read-only, as in a pod.
 	// It runs in a private mount namespace (unshare -m) where a tmpfs hides
 	// the folder /var/run leads to (/run), so that the path can be made
 	// without creating anything on the machine; the server sees nothing else
-	// of /run. Combines with HostsFile. Needs root.
+	// of /run. Needs root, or a user namespace (unshare -r) for others.
 	ServiceAccountDir string
 }
 
 // privateMounts runs in a private mount namespace (unshare -m) as
 // `bash -c privateMounts NAME HOSTSFILE SADIR COMMAND ARGS…`: it mounts the
-// hosts file and the service-account folder that are not empty, then execs
-// COMMAND, so the server keeps bash's pid. /var/run is mounted over first:
-// /etc/hosts must not be hidden by it. -n keeps mount from writing its
-// bookkeeping (/run/mount/utab) on the machine.
+// hosts file over /etc/hosts and the service-account folder at its standard
+// path, each when not empty, then execs COMMAND, which keeps bash's pid.
+// /var/run is mounted over first: /etc/hosts must not be hidden by it. -n
+// keeps mount from writing its bookkeeping (/run/mount/utab) on the machine.
 const privateMounts = `set -e
 hosts=$1 sa=$2
 shift 2
@@ -79,6 +77,25 @@ if [ -n "$hosts" ]; then
 	mount -n --bind "$hosts" /etc/hosts
 fi
 exec "$@"`
+
+// withPrivateMounts returns the program and arguments that run path with
+// args in a private mount namespace holding hostsFile as /etc/hosts and
+// saDir as the pod's service-account folder (each when not empty). unshare
+// execs bash, which execs path: one process, whose pid is path's. "$@"
+// keeps every argument verbatim.
+func withPrivateMounts(hostsFile, saDir, path string, args []string) (string, []string) {
+	return "unshare", append(append(unshareArgs(), "bash", "-c", privateMounts, "e2e-mounts", hostsFile, saDir, path), args...)
+}
+
+// unshareArgs returns the arguments of unshare that give a process a
+// private mount namespace: as root, that alone; otherwise also a user
+// namespace in which the user is root, which lets it mount there.
+func unshareArgs() []string {
+	if os.Geteuid() == 0 {
+		return []string{"-m"}
+	}
+	return []string{"-r", "-m"}
+}
 
 // Server is a running server under test.
 type Server struct {
@@ -103,7 +120,8 @@ func StartServer(opts ServerOptions) (*Server, error) {
 		addr = "127.0.0.1:" + strconv.Itoa(port)
 	}
 	// The address to reach it at: loopback when it listens on every address.
-	host, port, err := net.SplitHostPort(addr)
+	first, _, _ := strings.Cut(addr, ",")
+	host, port, err := net.SplitHostPort(first)
 	if err != nil {
 		return nil, fmt.Errorf("listen address %q: %w", addr, err)
 	}
@@ -112,12 +130,8 @@ func StartServer(opts ServerOptions) (*Server, error) {
 	}
 	args := append([]string{"-listen-address", addr}, opts.Args...)
 	path := opts.Binary
-	if opts.HostsFile != "" || opts.ServiceAccountDir != "" {
-		// unshare execs bash, which execs the server: one process, whose pid
-		// is the server's. "$@" keeps every argument verbatim.
-		args = append([]string{"-m", "bash", "-c", privateMounts, "e2e-mounts",
-			opts.HostsFile, opts.ServiceAccountDir, path}, args...)
-		path = "unshare"
+	if opts.ServiceAccountDir != "" {
+		path, args = withPrivateMounts("", opts.ServiceAccountDir, path, args)
 	}
 	s := &Server{URL: "http://" + net.JoinHostPort(host, port), log: &SyncBuffer{}}
 	var out io.Writer = s.log
@@ -135,6 +149,30 @@ func StartServer(opts ServerOptions) (*Server, error) {
 		return nil, fmt.Errorf("server: %w\nits output:\n%s", err, s.log.String())
 	}
 	return s, nil
+}
+
+// WaitReady waits up to timeout, or until ctx ends, for GET /ready to
+// answer 200.
+func (s *Server) WaitReady(ctx context.Context, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := httpOK(pctx, http.DefaultClient, s.URL+"/ready", "ready")
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("server not ready after %s: %w", timeout, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.proc.Exited():
+			return fmt.Errorf("server exited (%v) before it was ready", s.proc.ExitErr())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // Log returns everything the server wrote so far.

@@ -160,6 +160,10 @@ func (s *Server) bmc(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	start := time.Now()
 	err = s.Creds.Put(ctx, bmc, password)
+	if err != nil && errors.Is(err, storage.ErrNotMachine) { // refused before any backend call
+		s.fail(w, r, o, errors.Join(ErrNotMachine, err))
+		return
+	}
 	metrics.BackendDuration.WithLabelValues("datastore").Observe(time.Since(start).Seconds())
 	if err != nil {
 		backend := "datastore"

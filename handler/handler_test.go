@@ -84,6 +84,8 @@ func TestEndpoints(t *testing.T) {
 			creds: &fakeCreds{err: errFake}, wantCode: 500, wantBackend: true},
 		{name: "bmc-dns-fails", path: "/v1/bmc_store_password", body: body(machine, recent, "p="+password),
 			creds: &fakeCreds{err: fmt.Errorf("%w: nxdomain", storage.ErrResolve)}, wantCode: 500, wantBackend: true},
+		{name: "bmc-v1-name-without-project", path: "/v1/bmc_store_password", body: body("mlab1.lga01.measurement-lab.org", recent, "p="+password),
+			creds: &fakeCreds{err: fmt.Errorf("%w: no project", storage.ErrNotMachine)}, wantCode: 400, wantBackend: true},
 		{name: "bmc-get", method: "GET", path: "/v1/bmc_store_password", wantCode: 405},
 		{name: "health", method: "GET", path: "/", wantCode: 200, wantType: "text/plain; charset=utf-8", wantBody: Health},
 		{name: "unknown-path", method: "GET", path: "/v3/allocate_k8s_token", wantCode: 404, wantBody: "404 page not found\n"},

@@ -2,12 +2,13 @@ package main
 
 import (
 	"fmt"
-	"math"
 	"net/http"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/m-lab/epoxy-extensions/loadtest/storm"
 )
 
 // maxExamples bounds the examples a summary lists, so that a broken server
@@ -28,7 +29,7 @@ type Summary struct {
 	// ErrorSamples lists a few distinct errors, transport or body.
 	ErrorSamples []string `json:"error_samples,omitempty"`
 	// Latency spans every request, answered or not.
-	Latency Latency `json:"latency_ms"`
+	Latency storm.Latency `json:"latency_ms"`
 	// OK counts 200 answers carrying a usable token.
 	OK int `json:"ok"`
 	// BadBodies counts 200 answers without a usable token.
@@ -57,16 +58,6 @@ type Summary struct {
 	Pass bool `json:"pass"`
 }
 
-// Latency holds latency percentiles in milliseconds.
-type Latency struct {
-	// P50, P90 and P99 are nearest-rank percentiles.
-	P50 float64 `json:"p50"`
-	P90 float64 `json:"p90"`
-	P99 float64 `json:"p99"`
-	// Max is the slowest request: the machine that waited longest.
-	Max float64 `json:"max"`
-}
-
 // SecretCheck compares the tokens handed out with the bootstrap-token
 // Secrets in the cluster.
 type SecretCheck struct {
@@ -82,27 +73,9 @@ type SecretCheck struct {
 	Examples []string `json:"crossing_examples,omitempty"`
 }
 
-// percentile returns the nearest-rank p-th percentile (0 < p <= 100) of
-// sorted durations, or 0 for none. Integer arithmetic keeps p99 of 100
-// samples at the 99th, where float rounding could give the 100th.
-func percentile(sorted []time.Duration, p int) time.Duration {
-	n := len(sorted)
-	if n == 0 {
-		return 0
-	}
-	rank := (p*n + 99) / 100
-	rank = max(1, min(rank, n))
-	return sorted[rank-1]
-}
-
-// ms converts d to milliseconds, rounded to microseconds for printing.
-func ms(d time.Duration) float64 {
-	return math.Round(float64(d)/1e3) / 1e3
-}
-
 // Summarize counts statuses, latencies and tokens of a storm.
 func Summarize(url string, results []Result, wall time.Duration) Summary {
-	s := Summary{URL: url, Machines: len(results), WallMS: ms(wall), Statuses: map[string]int{}}
+	s := Summary{URL: url, Machines: len(results), WallMS: storm.Ms(wall), Statuses: map[string]int{}}
 	lat := make([]time.Duration, 0, len(results))
 	hostsOf := map[string][]string{} // token -> hosts that received it
 	var order []string               // tokens in first-seen order, for stable examples
@@ -133,13 +106,7 @@ func Summarize(url string, results []Result, wall time.Duration) Summary {
 			hostsOf[r.Token] = append(hostsOf[r.Token], r.Host)
 		}
 	}
-	slices.Sort(lat)
-	s.Latency = Latency{
-		P50: ms(percentile(lat, 50)),
-		P90: ms(percentile(lat, 90)),
-		P99: ms(percentile(lat, 99)),
-		Max: ms(percentile(lat, 100)),
-	}
+	s.Latency = storm.Summarize(lat)
 	s.DistinctTokens = len(hostsOf)
 	for _, tok := range order {
 		if hosts := hostsOf[tok]; len(hosts) > 1 {

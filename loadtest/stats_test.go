@@ -6,44 +6,9 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/m-lab/epoxy-extensions/loadtest/storm"
 )
-
-// durations returns 1ms..n ms, sorted.
-func durations(n int) []time.Duration {
-	d := make([]time.Duration, n)
-	for i := range d {
-		d[i] = time.Duration(i+1) * time.Millisecond
-	}
-	return d
-}
-
-func TestPercentile(t *testing.T) {
-	tests := []struct {
-		name   string
-		sorted []time.Duration
-		p      int
-		want   time.Duration
-	}{
-		{"empty", nil, 50, 0},
-		{"one sample p50", durations(1), 50, 1 * time.Millisecond},
-		{"one sample p99", durations(1), 99, 1 * time.Millisecond},
-		{"two samples p50 is the lower", durations(2), 50, 1 * time.Millisecond},
-		{"ten p50", durations(10), 50, 5 * time.Millisecond},
-		{"ten p90", durations(10), 90, 9 * time.Millisecond},
-		{"ten p99 rounds up to the max", durations(10), 99, 10 * time.Millisecond},
-		{"hundred p99 is the 99th, not the 100th", durations(100), 99, 99 * time.Millisecond},
-		{"hundred p100 is the max", durations(100), 100, 100 * time.Millisecond},
-		{"thousand p90", durations(1000), 90, 900 * time.Millisecond},
-		{"p1 of hundred is the min", durations(100), 1, 1 * time.Millisecond},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := percentile(tt.sorted, tt.p); got != tt.want {
-				t.Errorf("percentile(%d samples, %d) = %v, want %v", len(tt.sorted), tt.p, got, tt.want)
-			}
-		})
-	}
-}
 
 // Tokens used across tests; all match tokenRE.
 const (
@@ -74,7 +39,7 @@ func TestSummarize(t *testing.T) {
 		{"DistinctTokens", s.DistinctTokens, 2},
 		{"DuplicatedTokens", s.DuplicatedTokens, 1},
 		{"DuplicateExamples", s.DuplicateExamples, []string{"token id aaaaaa went to h0, h2"}},
-		{"Latency", s.Latency, Latency{P50: 30, P90: 60, P99: 60, Max: 60}},
+		{"Latency", s.Latency, storm.Latency{P50: 30, P90: 60, P99: 60, Max: 60}},
 		{"ErrorSamples", len(s.ErrorSamples), 2},
 	}
 	for _, c := range checks {

@@ -11,8 +11,9 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
-	"sync"
 	"time"
+
+	"github.com/m-lab/epoxy-extensions/loadtest/storm"
 )
 
 // maxBody bounds what one answer may make us hold; a join answer is ~150 bytes.
@@ -106,26 +107,16 @@ func newClient(n int, timeout time.Duration) *http.Client {
 // /v1/allocate_k8s_token instead of v2's JSON.
 func Storm(ctx context.Context, client *http.Client, target string, v1 bool, hosts []string) ([]Result, time.Duration) {
 	results := make([]Result, len(hosts))
-	start := make(chan struct{})
-	var ready, done sync.WaitGroup
+	// Build the bodies before the release so that marshalling is not part
+	// of the storm.
+	bodies := make([][]byte, len(hosts))
 	for i, host := range hosts {
-		// Build the body before the release so that goroutine start-up and
-		// marshalling are not part of the storm.
-		body := requestBody(host, time.Now())
-		ready.Add(1)
-		done.Add(1)
-		go func() {
-			defer done.Done()
-			ready.Done()
-			<-start
-			results[i] = send(ctx, client, target, v1, host, body)
-		}()
+		bodies[i] = requestBody(host, time.Now())
 	}
-	ready.Wait()
-	t0 := time.Now()
-	close(start)
-	done.Wait()
-	return results, time.Since(t0)
+	wall := storm.Release(len(hosts), func(i int) {
+		results[i] = send(ctx, client, target, v1, hosts[i], bodies[i])
+	})
+	return results, wall
 }
 
 // send makes one machine's request and reads its answer.

@@ -47,12 +47,36 @@ func TestParseBMC(t *testing.T) {
 			host: "mlab2-ams05.mlab-staging.measurement-lab.org",
 			want: storage.BMC{Hostname: "mlab2d-ams05.mlab-staging.measurement-lab.org", Project: "mlab-staging"},
 		},
-		{name: "v1 name", host: "mlab1.lga01.measurement-lab.org", wantErr: true},
-		{name: "v1 service name", host: "ndt-iupui-mlab1-lga01.measurement-lab.org", wantErr: true},
+		{
+			name: "v1 name: no project",
+			host: "mlab1.lga01.measurement-lab.org",
+			want: storage.BMC{Hostname: "mlab1d.lga01.measurement-lab.org"},
+		},
+		{
+			name: "v1 service name",
+			host: "ndt-iupui-mlab1-lga01.measurement-lab.org",
+			want: storage.BMC{Hostname: "ndt-iupui-mlab1d-lga01.measurement-lab.org"},
+		},
+		{
+			name: "v1 dotted service name",
+			host: "ndt.iupui.mlab3.lga0t.measurement-lab.org",
+			want: storage.BMC{Hostname: "ndt.iupui.mlab3d.lga0t.measurement-lab.org"},
+		},
+		{
+			name: "v2 service name",
+			host: "ndt-mlab1-lga01.mlab-oti.measurement-lab.org",
+			want: storage.BMC{Hostname: "ndt-mlab1d-lga01.mlab-oti.measurement-lab.org", Project: "mlab-oti"},
+		},
+		{
+			// The original replaced the first "mlab1": the service's.
+			name: "service named like the machine",
+			host: "mlab1-mlab1-lga01.mlab-oti.measurement-lab.org",
+			want: storage.BMC{Hostname: "mlab1-mlab1d-lga01.mlab-oti.measurement-lab.org", Project: "mlab-oti"},
+		},
+		{name: "v1 BMC name", host: "mlab1d.lga01.measurement-lab.org", wantErr: true},
 		{name: "v3 name", host: "lga3356-c89ffeef.rnp.autojoin.measurement-lab.org", wantErr: true},
 		{name: "v3 service name", host: "ndt-lga3356-040e9f4b.mlab.sandbox.measurement-lab.org", wantErr: true},
 		{name: "instance-group suffix", host: "mlab1-lga01.mlab-oti.measurement-lab.org-d9h6", wantErr: true},
-		{name: "service name", host: "ndt-mlab1-lga01.mlab-oti.measurement-lab.org", wantErr: true},
 		{name: "service name with suffix", host: "ndt-mlab1-lga01.mlab-oti.measurement-lab.org-d9h6", wantErr: true},
 		{name: "already a BMC", host: "mlab1d-lga01.mlab-oti.measurement-lab.org", wantErr: true},
 		{name: "mlab5", host: "mlab5-lga01.mlab-oti.measurement-lab.org", wantErr: true},
@@ -473,5 +497,44 @@ func TestStoreCloseUnused(t *testing.T) {
 	}
 	if n := len(f.opened()); n != 0 {
 		t.Errorf("NewClient called %d times after Close, want 0", n)
+	}
+}
+
+// TestPutNeedsProject checks that a v1 name, which names no project, is
+// stored in the Store's project, and refused before any lookup without one.
+func TestPutNeedsProject(t *testing.T) {
+	bmc, err := storage.ParseBMC("mlab1.lga01.measurement-lab.org")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name        string
+		project     string
+		wantErr     error
+		wantLookups int
+		wantProject string
+	}{
+		{"no project anywhere", "", storage.ErrNotMachine, 0, ""},
+		{"the store's project", "mlab-oti", nil, 1, "mlab-oti"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := &fakeResolver{addrs: []string{"192.0.2.1"}}
+			var opened []string
+			s := &storage.Store{Resolver: r, Project: tc.project, NewClient: func(_ context.Context, p string) (storage.Client, error) {
+				opened = append(opened, p)
+				return &fakeClient{project: p}, nil
+			}}
+			err := s.Put(context.Background(), bmc, "secret")
+			if !errors.Is(err, tc.wantErr) || (tc.wantErr == nil && err != nil) {
+				t.Errorf("Put() error = %v, want %v", err, tc.wantErr)
+			}
+			if len(r.hosts) != tc.wantLookups {
+				t.Errorf("%d DNS lookups, want %d", len(r.hosts), tc.wantLookups)
+			}
+			if tc.wantProject != "" && (len(opened) != 1 || opened[0] != tc.wantProject) {
+				t.Errorf("opened clients for %v, want [%s]", opened, tc.wantProject)
+			}
+		})
 	}
 }

@@ -11,8 +11,19 @@
 // backend's p50 and p99 token latency over the storm, from the server's own
 // log of every request; and each run's p50, p90, p99 and max.
 //
+// With -via-epoxy every machine boots through M-Lab's ePoxy boot server
+// instead (built from the Go module proxy, against the Datastore emulator):
+// registered with epoxy_admin, it POSTs stage1.json, then runs stage 3's
+// token line and stage 1's BMC line with the real curl, through ePoxy, to a
+// server listening where ePoxy v1.2.5 sends them (:8800 and :8801). Each
+// machine count runs each backend and then a stand-in extension server that
+// answers at once with a canned body, as a yardstick: the table shows each
+// machine's time, the server's own time per token and BMC request (from its
+// log), its CPU seconds and peak memory, and how each backend's wall time
+// compares with the stand-in's.
+//
 //	make bootstorm [BOOTSTORMFLAGS='-machines 100 -- -max-concurrent-commands 8']
-//	go run ./e2e/bootstorm [-machines 100,500] [-backends exec,api] [-json] [-chart bootstorm.svg] [-- server flags...]
+//	go run ./e2e/bootstorm [-machines 100,500] [-backends exec,api] [-via-epoxy] [-json] [-chart bootstorm.svg] [-- server flags...]
 //
 // Every server gets -kube-backend, -kubeconfig (the run's admin kubeconfig),
 // -bin-dir and -max-tokens-per-host 0, then the flags after "--". Speed is
@@ -21,7 +32,7 @@
 // token crossed hosts or has no Secret, the server did not exit cleanly); 2
 // when the stack could not be set up; 130 when interrupted. Ctrl-C stops
 // everything and removes the temporary folder. The Kubernetes binaries come
-// from $K8S_BIN_DIR, or e2e/k8s-binaries.sh builds them on first use.
+// from $K8S_BIN_DIR, or e2e/components builds them on first use.
 package main
 
 import (
@@ -57,6 +68,7 @@ type config struct {
 	backends    []string
 	json        bool
 	chart       string
+	viaEPoxy    bool
 	serverFlags []string
 }
 
@@ -70,13 +82,14 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 	fs := flag.NewFlagSet("bootstorm", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: bootstorm [-machines 100,500] [-backends exec,api] [-json] [-chart FILE.svg] [-- server flags...]")
+		fmt.Fprintln(stderr, "usage: bootstorm [-machines 100,500] [-backends exec,api] [-via-epoxy] [-json] [-chart FILE.svg] [-- server flags...]")
 		fs.PrintDefaults()
 	}
 	machines := fs.String("machines", "100,500", "Comma-separated machine counts; each storms every backend.")
 	backends := fs.String("backends", "exec,api", "Comma-separated -kube-backend values to compare, in run order.")
 	fs.BoolVar(&c.json, "json", false, "Print every run's loadtest summary as JSON instead of the table.")
 	fs.StringVar(&c.chart, "chart", "bootstorm.svg", "SVG file to write the chart of the runs to; empty writes none.")
+	fs.BoolVar(&c.viaEPoxy, "via-epoxy", false, "Boot every machine through M-Lab's ePoxy boot server (stage1.json, then the token and BMC curl lines), against each backend and a stand-in extension server that answers at once.")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -170,6 +183,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if !c.json {
 		h.print(stdout)
 	}
+	if c.viaEPoxy {
+		return runViaEPoxy(ctx, c, st, h, began, stdout, stderr)
+	}
 
 	var runs []Run
 	total := len(c.machines) * len(c.backends)
@@ -229,6 +245,50 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "bootstorm: interrupted")
 		return exitInterrupted
 	case slices.ContainsFunc(runs, func(r Run) bool { return len(r.Problems) > 0 }):
+		return exitFail
+	}
+	return exitPass
+}
+
+// runViaEPoxy is run's via-ePoxy mode: for each machine count, every
+// backend and then the stand-in, each machine booting through ePoxy.
+func runViaEPoxy(ctx context.Context, c config, st *stack, h header, began time.Time, stdout, stderr io.Writer) int {
+	if err := st.startEPoxy(ctx, stderr); err != nil {
+		fmt.Fprintln(stderr, "bootstorm:", err)
+		return exitSetup
+	}
+	var runs []EPoxyRun
+	for i, n := range c.machines {
+		rs, err := st.epoxyStorm(ctx, i, n, append(slices.Clone(c.backends), standIn), c.serverFlags, stderr)
+		runs = append(runs, rs...)
+		if errors.Is(err, errInterrupted) || ctx.Err() != nil {
+			break
+		}
+		if err != nil {
+			fmt.Fprintln(stderr, "bootstorm:", err)
+			return exitSetup
+		}
+	}
+	h.Seconds = time.Since(began).Seconds()
+	if c.json {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(struct {
+			header
+			Runs []EPoxyRun `json:"runs"`
+		}{h, runs}); err != nil {
+			fmt.Fprintln(stderr, "bootstorm:", err)
+			return exitSetup
+		}
+	} else {
+		fmt.Fprintln(stdout)
+		printEPoxyTable(stdout, runs)
+		fmt.Fprintf(stdout, "\n%d runs in %s, setup included\n", len(runs), time.Duration(h.Seconds*float64(time.Second)).Round(time.Second))
+	}
+	switch {
+	case ctx.Err() != nil:
+		return exitInterrupted
+	case slices.ContainsFunc(runs, func(r EPoxyRun) bool { return len(r.Problems) > 0 }):
 		return exitFail
 	}
 	return exitPass

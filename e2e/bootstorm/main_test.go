@@ -5,11 +5,13 @@ import (
 	"go/ast"
 	"go/parser"
 	"go/token"
+	"os"
 	"reflect"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // These tests never start the control plane: `go test ./...` runs them.
@@ -165,19 +167,21 @@ func TestCheck(t *testing.T) {
 // one the loadtest writes, from the loadtest's source: a rename there would
 // otherwise read as zero here.
 func TestSummaryMatchesLoadtest(t *testing.T) {
-	f, err := parser.ParseFile(token.NewFileSet(), "../../loadtest/stats.go", nil, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
 	written := map[string]bool{}
-	ast.Inspect(f, func(n ast.Node) bool {
-		if field, ok := n.(*ast.Field); ok && field.Tag != nil {
-			tag, _ := strconv.Unquote(field.Tag.Value)
-			name, _, _ := strings.Cut(reflect.StructTag(tag).Get("json"), ",")
-			written[name] = true
+	for _, file := range []string{"../../loadtest/stats.go", "../../loadtest/storm/storm.go"} {
+		f, err := parser.ParseFile(token.NewFileSet(), file, nil, 0)
+		if err != nil {
+			t.Fatal(err)
 		}
-		return true
-	})
+		ast.Inspect(f, func(n ast.Node) bool {
+			if field, ok := n.(*ast.Field); ok && field.Tag != nil {
+				tag, _ := strconv.Unquote(field.Tag.Value)
+				name, _, _ := strings.Cut(reflect.StructTag(tag).Get("json"), ",")
+				written[name] = true
+			}
+			return true
+		})
+	}
 	var walk func(typ reflect.Type)
 	walk = func(typ reflect.Type) {
 		for typ.Kind() == reflect.Pointer {
@@ -189,7 +193,7 @@ func TestSummaryMatchesLoadtest(t *testing.T) {
 		for i := range typ.NumField() {
 			name := typ.Field(i).Tag.Get("json")
 			if !written[name] {
-				t.Errorf("bootstorm reads %q, which loadtest/stats.go does not write", name)
+				t.Errorf("bootstorm reads %q, which the loadtest does not write", name)
 			}
 			walk(typ.Field(i).Type)
 		}
@@ -210,5 +214,34 @@ func TestShellLine(t *testing.T) {
 	want := `go run ./e2e/bootstorm -machines 100,500 -- -allowed-sources '' 'it'\''s'`
 	if got != want {
 		t.Errorf("shellLine = %s, want %s", got, want)
+	}
+}
+
+func TestServedDurations(t *testing.T) {
+	log := `{"msg":"Argument listen-address=:8800"}
+{"msg":"request served","endpoint":"allocate_k8s_token_v1","duration_seconds":0.002}
+{"msg":"request served","endpoint":"bmc_store_password","duration_seconds":0.25}
+{"msg":"request refused","endpoint":"allocate_k8s_token_v1","duration_seconds":0.001}
+not json
+{"msg":"request served","endpoint":"allocate_k8s_token_v2","duration_seconds":0.004}`
+	tests := []struct {
+		endpoint string
+		want     []time.Duration
+	}{
+		{"allocate_k8s_token", []time.Duration{2 * time.Millisecond, 4 * time.Millisecond}},
+		{"bmc_store_password", []time.Duration{250 * time.Millisecond}},
+		{"node_delete", nil},
+	}
+	for _, tc := range tests {
+		if got := servedDurations(log, tc.endpoint); !slices.Equal(got, tc.want) {
+			t.Errorf("servedDurations(%q) = %v, want %v", tc.endpoint, got, tc.want)
+		}
+	}
+}
+
+func TestProcUsageOfSelf(t *testing.T) {
+	cpu, rss := procUsage(os.Getpid())
+	if cpu < 0 || rss <= 0 {
+		t.Errorf("procUsage(self) = %v s, %v MiB; want a resident size", cpu, rss)
 	}
 }

@@ -7,22 +7,19 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/m-lab/epoxy-extensions/loadtest/storm"
 )
 
 // summary is the part of the loadtest's JSON summary (loadtest/stats.go,
 // Summary) that bootstorm reads; the field names are the loadtest's.
 type summary struct {
-	Machines int            `json:"machines"`
-	WallMS   float64        `json:"wall_ms"`
-	Statuses map[string]int `json:"statuses"`
-	Latency  struct {
-		P50 float64 `json:"p50"`
-		P90 float64 `json:"p90"`
-		P99 float64 `json:"p99"`
-		Max float64 `json:"max"`
-	} `json:"latency_ms"`
-	OK               int `json:"ok"`
-	DuplicatedTokens int `json:"duplicated_tokens"`
+	Machines         int            `json:"machines"`
+	WallMS           float64        `json:"wall_ms"`
+	Statuses         map[string]int `json:"statuses"`
+	Latency          storm.Latency  `json:"latency_ms"`
+	OK               int            `json:"ok"`
+	DuplicatedTokens int            `json:"duplicated_tokens"`
 	Secrets          *struct {
 		Secrets       int `json:"bootstrap_secrets"`
 		Crossing      int `json:"tokens_crossing_hosts"`

@@ -30,6 +30,7 @@ type stack struct {
 	cp       *e2e.ControlPlane
 	server   string // the epoxy-extensions binary
 	loadtest string // the loadtest binary
+	epoxy    epoxyStack
 }
 
 // setUp starts etcd and kube-apiserver and builds the server and the
@@ -39,7 +40,7 @@ func setUp(stderr io.Writer) (*stack, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w (run bootstorm from the repository)", err)
 	}
-	binDir, err := e2e.K8sBinDir(root)
+	binDir, err := e2e.K8sBinDir(context.Background())
 	if err != nil {
 		return nil, err
 	}
@@ -68,6 +69,7 @@ func setUp(stderr io.Writer) (*stack, error) {
 
 // close stops etcd and kube-apiserver and removes the temporary folder.
 func (st *stack) close(stderr io.Writer) {
+	st.closeEPoxy()
 	if st.cp != nil {
 		st.cp.Close()
 	}

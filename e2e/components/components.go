@@ -43,6 +43,7 @@ var (
 	Kubectl = Prereq{"kubectl", "/usr/bin/kubectl", "kubectl"}
 	Unshare = Prereq{"unshare, for private mounts in the in-cluster test", "unshare", "util-linux"}
 	CC      = Prereq{"a C compiler, for go test -race", "gcc", "gcc"}
+	Curl    = Prereq{"curl, which the ePoxy tests run as M-Lab's machines do", "curl", "curl"}
 )
 
 // Find returns the program's full path, or an error that names its Debian
@@ -149,8 +150,8 @@ func Ensure(ctx context.Context, spec Spec, progress io.Writer) (string, error) 
 		return dest, nil
 	}
 	start := time.Now()
-	fmt.Fprintf(progress, "components: building %s %s (%s) from the Go module proxy into %s: first time only, about %s on 2 cores\n",
-		spec.Name, spec.Version, strings.Join(spec.names(), ", "), dest, spec.Expect.Round(time.Minute))
+	fmt.Fprintf(progress, "components: building %s %s (%s) from the Go module proxy into %s: first time only, about %d min on 2 cores\n",
+		spec.Name, spec.Version, strings.Join(spec.names(), ", "), dest, int(spec.Expect.Minutes()))
 	if err := build(ctx, spec, dest); err != nil {
 		return "", fmt.Errorf("components: building %s %s: %w", spec.Name, spec.Version, err)
 	}

@@ -35,7 +35,7 @@ func Kubernetes(version string) Spec {
 			"kubeadm":        "k8s.io/kubernetes/cmd/kubeadm",
 			"etcd":           "go.etcd.io/etcd/server/v3",
 		},
-		Expect:  9 * time.Minute,
+		Expect:  7 * time.Minute,
 		LDFlags: "-X k8s.io/component-base/version.gitVersion=" + version + " -X k8s.io/client-go/pkg/version.gitVersion=" + version,
 		Module: func(ctx context.Context, work string) (string, error) {
 			modfile, err := downloadGoMod(ctx, work, "k8s.io/kubernetes", version)

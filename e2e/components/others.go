@@ -38,7 +38,7 @@ func EPoxy(version string) Spec {
 			"epoxy_boot_server": "github.com/m-lab/epoxy/cmd/epoxy_boot_server",
 			"epoxy_admin":       "github.com/m-lab/epoxy/cmd/epoxy_admin",
 		},
-		Expect: 2 * time.Minute,
+		Expect: 1 * time.Minute,
 		Module: requireOne("github.com/m-lab/epoxy", version),
 	}
 }

@@ -1,19 +1,23 @@
-// Command devstack runs epoxy-extensions on loopback against real components,
-// for trying it by hand: etcd and kube-apiserver (with certificates made
-// fresh for the run), the Cloud Datastore emulator, and the server built from
-// this repository with the real kubeadm and kubectl. It creates a Node to
-// delete, prints a ready-to-paste command line for every endpoint, streams
-// the server's log to stderr, and on Ctrl-C (SIGINT or SIGTERM) stops
-// everything and removes its temporary folder.
+// Command devstack is what `make run` runs: epoxy-extensions on loopback
+// against real components, owned by this one process. It starts etcd and
+// kube-apiserver (with certificates made fresh for the run), the Cloud
+// Datastore emulator, a DNS server that resolves the sandbox BMC name (so
+// that neither root nor the machine's /etc/hosts is needed), and the server
+// built from this repository with the real kubeadm and kubectl. It creates a
+// Node to delete, waits until the server's /ready says a token request would
+// succeed, prints a ready-to-paste command line for every endpoint, streams
+// the server's log to stderr, and on Ctrl-C or SIGTERM stops everything and
+// removes its temporary folder.
 //
-//	make dev
-//	go run ./e2e/devstack [-listen-address 127.0.0.1:8800] [-- server flags...]
+//	make run
+//	go run ./e2e/devstack [-listen-address 127.0.0.1:8800] [-server BINARY] [-- server flags...]
 //
 // Flags after "--" are passed to the server as they are, for example
 // `go run ./e2e/devstack -- -max-tokens-per-host 0 -allowed-sources 127.0.0.0/8`,
 // or `-- -kube-backend api` for the in-process Kubernetes backend.
-// The Kubernetes binaries come from $K8S_BIN_DIR, or e2e/k8s-binaries.sh
-// builds them on first use (minutes) and caches them.
+// etcd, kube-apiserver and kubeadm come from $K8S_BIN_DIR, or are built from
+// the Go module proxy on first use (minutes) and cached; kubectl, the
+// emulator and Java come with the machine image.
 package main
 
 import (
@@ -34,6 +38,7 @@ import (
 	"time"
 
 	"github.com/m-lab/epoxy-extensions/e2e"
+	"github.com/m-lab/epoxy-extensions/e2e/components"
 )
 
 // The machine the printed requests speak for, its BMC's name, and the
@@ -45,11 +50,14 @@ const (
 	bmcAddress = "192.0.2.55"
 )
 
-var listenAddress = flag.String("listen-address", "127.0.0.1:8800", "Address the server listens on; devstack fails if it is taken.")
+var (
+	listenAddress = flag.String("listen-address", "127.0.0.1:8800", "Address the server listens on; devstack fails if it is taken.")
+	serverBinary  = flag.String("server", "", "Server binary to run; empty builds it from this repository.")
+)
 
 func main() {
 	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "usage: %s [-listen-address ADDR] [-- server flags...]\n", os.Args[0])
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: %s [-listen-address ADDR] [-server BINARY] [-- server flags...]\n", os.Args[0])
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -61,6 +69,7 @@ type stack struct {
 	dir    string
 	cp     *e2e.ControlPlane
 	emu    *e2e.Emulator
+	dns    *e2e.DNSServer
 	server *e2e.Server
 }
 
@@ -78,16 +87,18 @@ func run(serverFlags []string) int {
 	}
 	ln.Close()
 
-	st, err := start(serverFlags)
+	begin := time.Now()
+	st, err := start(ctx, serverFlags)
 	if st != nil {
 		defer st.close()
-	}
-	if err != nil {
-		return fail(err)
 	}
 	if ctx.Err() != nil { // interrupted while starting
 		return 0
 	}
+	if err != nil {
+		return fail(err)
+	}
+	fmt.Fprintf(os.Stderr, "devstack: ready in %s: epoxy-extensions at %s, /ready answers 200\n", time.Since(begin).Round(100*time.Millisecond), st.server.URL)
 	printUsage(os.Stdout, st)
 
 	select {
@@ -106,13 +117,20 @@ func fail(err error) int {
 }
 
 // start starts the components, builds and starts the server against them,
-// and creates the Node. It returns what it started even on error, to close.
-func start(serverFlags []string) (*stack, error) {
-	root, err := e2e.ModuleRoot()
-	if err != nil {
-		return nil, fmt.Errorf("%w (run devstack from the repository)", err)
+// creates the Node, and waits until the server is ready. It returns what it
+// started even on error, to close.
+func start(ctx context.Context, serverFlags []string) (*stack, error) {
+	if err := components.Check(components.Emulator, components.Java, components.Kubectl); err != nil {
+		return nil, fmt.Errorf("the machine lacks what the image should ship:\n%w", err)
 	}
-	binDir, err := e2e.K8sBinDir(root)
+	root := ""
+	if *serverBinary == "" {
+		var err error
+		if root, err = e2e.ModuleRoot(); err != nil {
+			return nil, fmt.Errorf("%w (run devstack from the repository, or give -server)", err)
+		}
+	}
+	binDir, err := e2e.K8sBinDir(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -126,43 +144,37 @@ func start(serverFlags []string) (*stack, error) {
 	// Each takes seconds: do them at once.
 	var (
 		cpErr, emuErr, buildErr error
-		binary                  string
+		binary                  = *serverBinary
 		wg                      sync.WaitGroup
 	)
 	wg.Go(func() { st.cp, cpErr = e2e.StartControlPlane(binDir, dir) })
 	wg.Go(func() { st.emu, emuErr = e2e.StartEmulator(filepath.Join(dir, "datastore-emulator.log")) })
-	wg.Go(func() { binary, buildErr = e2e.BuildServer(root, dir, false) })
+	if binary == "" {
+		wg.Go(func() { binary, buildErr = e2e.BuildServer(root, dir, false) })
+	}
 	wg.Wait()
 	if err := errors.Join(cpErr, emuErr, buildErr); err != nil {
 		return st, err
 	}
-
 	if err := createNode(st.cp, machine); err != nil {
 		return st, err
 	}
-
+	// The server asks this DNS server, and only it, for BMC addresses.
+	if st.dns, err = e2e.StartDNS(map[string]string{bmcName: bmcAddress}); err != nil {
+		return st, err
+	}
 	opts := e2e.ServerOptions{
 		Binary: binary,
 		Addr:   *listenAddress,
-		Args:   append([]string{"-bin-dir", binDir, "-kubeconfig", st.cp.Kubeconfig}, serverFlags...),
+		Args: append([]string{"-bin-dir", binDir, "-kubeconfig", st.cp.Kubeconfig, "-dns-server", st.dns.Addr},
+			serverFlags...),
 		Env:    []string{"DATASTORE_EMULATOR_HOST=" + st.emu.Host},
 		Output: os.Stderr,
-	}
-	// A private /etc/hosts (unshare -m, mount --bind) lets the BMC name
-	// resolve without touching the machine's; it needs root.
-	if os.Geteuid() == 0 {
-		opts.HostsFile = filepath.Join(dir, "hosts")
-		hosts := fmt.Sprintf("127.0.0.1 localhost\n%s %s\n", bmcAddress, bmcName)
-		if err := os.WriteFile(opts.HostsFile, []byte(hosts), 0o644); err != nil {
-			return st, err
-		}
-	} else {
-		fmt.Fprintf(os.Stderr, "devstack: not root, so no private /etc/hosts: %s will not resolve and the BMC store answers 500\n", bmcName)
 	}
 	if st.server, err = e2e.StartServer(opts); err != nil {
 		return st, err
 	}
-	return st, nil
+	return st, st.server.WaitReady(ctx, 60*time.Second)
 }
 
 // createNode makes a Node object, with no kubelet behind it, for the node
@@ -188,6 +200,9 @@ func (st *stack) close() {
 		if err := st.server.Stop(15 * time.Second); err != nil {
 			fmt.Fprintf(os.Stderr, "devstack: %v\n", err)
 		}
+	}
+	if st.dns != nil {
+		st.dns.Close()
 	}
 	var wg sync.WaitGroup
 	if st.cp != nil {
@@ -233,7 +248,7 @@ func printUsage(w io.Writer, st *stack) {
 
 	lines := []struct{ comment, cmd string }{
 		{"liveness", "curl -sS " + status + " " + url + "/"},
-		{"readiness (exec backend: kubeadm and kubectl executable)", "curl -sS " + status + " " + url + "/ready"},
+		{"readiness: 200 when a token request would succeed", "curl -sS " + status + " " + url + "/ready"},
 		{"metrics", "curl -sS " + url + "/metrics | grep -E '^(epoxy_extensions|allocate_k8s_token|bmc_store_password|node_request)_' | head -n 30"},
 		{"v1 token: the bare token", post("/v1/allocate_k8s_token", body(machine, ""))},
 		{"v2 token: api_address, token, ca_hash", post("/v2/allocate_k8s_token", body(machine, ""))},

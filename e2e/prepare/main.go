@@ -36,7 +36,7 @@ func main() {
 }
 
 func run(ctx context.Context, names []string) error {
-	prereqs := []components.Prereq{components.Emulator, components.Java, components.Kubectl, components.Unshare}
+	prereqs := []components.Prereq{components.Emulator, components.Java, components.Kubectl, components.Unshare, components.Curl}
 	if *race {
 		prereqs = append(prereqs, components.CC)
 	}
