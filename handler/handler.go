@@ -75,6 +75,7 @@ const Health = "ePoxy Extensions"
 // NewMux routes every endpoint, each extension endpoint timed by its
 // histogram, and serves metrics from gatherer at /metrics.
 func NewMux(s *Server, gatherer prometheus.Gatherer) *http.ServeMux {
+	metrics.BackendTimeout.Set(s.BackendTimeout.Seconds())
 	mux := http.NewServeMux()
 	timed := func(h *prometheus.HistogramVec, f http.HandlerFunc) http.Handler {
 		return promhttp.InstrumentHandlerDuration(h, f)
@@ -110,10 +111,13 @@ func (s *Server) token(endpoint string) http.HandlerFunc {
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), s.BackendTimeout)
 		defer cancel()
+		backend := backendName(s.Tokens, "kubeadm")
+		start := time.Now()
 		join, err := s.Tokens.Create(ctx, req.Host)
+		metrics.BackendDuration.WithLabelValues(backend).Observe(time.Since(start).Seconds())
 		if err != nil {
 			s.Budget.Return(req.Host)
-			s.fail(w, r, o, &backendError{backendName(s.Tokens, "kubeadm"), err})
+			s.fail(w, r, o, &backendError{backend, err})
 			return
 		}
 		var body []byte
@@ -154,11 +158,14 @@ func (s *Server) bmc(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.BackendTimeout)
 	defer cancel()
-	if err := s.Creds.Put(ctx, bmc, password); err != nil {
-		if errors.Is(err, storage.ErrNotMachine) { // refused before any backend call
-			s.fail(w, r, o, errors.Join(ErrNotMachine, err))
-			return
-		}
+	start := time.Now()
+	err = s.Creds.Put(ctx, bmc, password)
+	if errors.Is(err, storage.ErrNotMachine) { // refused before any backend call
+		s.fail(w, r, o, errors.Join(ErrNotMachine, err))
+		return
+	}
+	metrics.BackendDuration.WithLabelValues("datastore").Observe(time.Since(start).Seconds())
+	if err != nil {
 		backend := "datastore"
 		if errors.Is(err, storage.ErrResolve) {
 			backend = "dns"
@@ -180,8 +187,12 @@ func (s *Server) deleteNode(w http.ResponseWriter, r *http.Request) {
 	o.host = req.Host
 	ctx, cancel := context.WithTimeout(r.Context(), s.BackendTimeout)
 	defer cancel()
-	if err := s.Nodes.Delete(ctx, req.Host); err != nil {
-		s.fail(w, r, o, &backendError{backendName(s.Nodes, "kubectl"), err})
+	backend := backendName(s.Nodes, "kubectl")
+	start := time.Now()
+	err = s.Nodes.Delete(ctx, req.Host)
+	metrics.BackendDuration.WithLabelValues(backend).Observe(time.Since(start).Seconds())
+	if err != nil {
+		s.fail(w, r, o, &backendError{backend, err})
 		return
 	}
 	s.served(r, o)

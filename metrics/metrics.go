@@ -1,6 +1,8 @@
 // Package metrics defines the Prometheus metrics of epoxy-extensions. The
 // three request histograms keep the names and labels that M-Lab's alerts and
-// dashboards already use.
+// dashboards already use. Every series that a rule in deploy/prometheus reads
+// exists from start-up, at zero (see init.go), so that a rate reads 0 rather
+// than nothing.
 package metrics
 
 import (
@@ -39,6 +41,27 @@ var (
 		},
 		[]string{"backend"},
 	)
+
+	// BackendDuration times each request's backend work by backend
+	// ("kubeadm", "kubectl", "kube_api", "datastore"): for the exec backend
+	// the wait for a command slot plus the run, for BMC the DNS lookup plus
+	// the Datastore write. Failed calls count too.
+	BackendDuration = promauto.NewHistogramVec(
+		prometheus.HistogramOpts{
+			Name:    "epoxy_extensions_backend_duration_seconds",
+			Help:    "Duration of each request's backend work by backend, failures included.",
+			Buckets: []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 90, 120, 180, 300},
+		},
+		[]string{"backend"},
+	)
+
+	// BackendTimeout is the deadline of each request's backend work
+	// (-backend-timeout), so that alerts can compare backend latency with
+	// it whatever the flag says.
+	BackendTimeout = promauto.NewGauge(prometheus.GaugeOpts{
+		Name: "epoxy_extensions_backend_timeout_seconds",
+		Help: "Deadline of each request's backend work (-backend-timeout).",
+	})
 
 	// KubeAPIDuration times each attempt of each Kubernetes API call the
 	// api backend makes, by operation ("create_secret", "delete_node",

@@ -74,3 +74,58 @@ func TestRequestHistograms(t *testing.T) {
 		})
 	}
 }
+
+// TestInitialised checks that the series alerts read exist before any
+// request, so that their rates read 0 rather than nothing.
+func TestInitialised(t *testing.T) {
+	families, err := prometheus.DefaultGatherer.Gather()
+	if err != nil {
+		t.Fatalf("Gather() error = %v", err)
+	}
+	has := func(metric string, labels map[string]string) bool {
+		for _, f := range families {
+			if f.GetName() != metric {
+				continue
+			}
+		series:
+			for _, m := range f.GetMetric() {
+				for _, l := range m.GetLabel() {
+					if want, ok := labels[l.GetName()]; ok && want != l.GetValue() {
+						continue series
+					}
+				}
+				return true
+			}
+		}
+		return false
+	}
+	tests := []struct {
+		name   string
+		metric string
+		labels map[string]string
+	}{
+		{"token 500", "allocate_k8s_token_request_duration_seconds", map[string]string{"method": "post", "code": "500"}},
+		{"token 503", "allocate_k8s_token_request_duration_seconds", map[string]string{"method": "post", "code": "503"}},
+		{"token 408", "allocate_k8s_token_request_duration_seconds", map[string]string{"method": "post", "code": "408"}},
+		{"bmc 500", "bmc_store_password_request_duration_seconds", map[string]string{"method": "post", "code": "500"}},
+		{"node 200", "node_request_duration_seconds", map[string]string{"method": "post", "code": "200"}},
+		{"refusal source", "epoxy_extensions_refusals_total", map[string]string{"endpoint": "node_delete", "reason": "source"}},
+		{"refusal budget", "epoxy_extensions_refusals_total", map[string]string{"endpoint": "allocate_k8s_token_v2", "reason": "token_budget"}},
+		{"refusal busy", "epoxy_extensions_refusals_total", map[string]string{"endpoint": "allocate_k8s_token_v1", "reason": "busy"}},
+		{"refusal password", "epoxy_extensions_refusals_total", map[string]string{"endpoint": "bmc_store_password", "reason": "password"}},
+		{"backend failure dns", "epoxy_extensions_backend_failures_total", map[string]string{"backend": "dns"}},
+		{"backend failure kube_api", "epoxy_extensions_backend_failures_total", map[string]string{"backend": "kube_api"}},
+		{"backend duration kubeadm", "epoxy_extensions_backend_duration_seconds", map[string]string{"backend": "kubeadm"}},
+		{"backend duration datastore", "epoxy_extensions_backend_duration_seconds", map[string]string{"backend": "datastore"}},
+		{"backend timeout", "epoxy_extensions_backend_timeout_seconds", nil},
+		{"kube api ok", "epoxy_extensions_kube_api_call_duration_seconds", map[string]string{"operation": "create_secret", "result": "ok"}},
+		{"kube api error", "epoxy_extensions_kube_api_errors_total", map[string]string{"operation": "delete_node", "reason": "unreachable"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if !has(tc.metric, tc.labels) {
+				t.Errorf("no series %s%v at start-up", tc.metric, tc.labels)
+			}
+		})
+	}
+}

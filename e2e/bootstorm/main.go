@@ -6,7 +6,10 @@
 // for a token at the same instant, checks with kubectl that every token's
 // Secret names the machine that got it, and stops the server. It prints the
 // command line, the machine's CPUs and Go version, a Markdown table of the
-// runs and, per machine count, how much faster api was than exec.
+// runs and, per machine count, how much faster api was than exec, and
+// writes a chart of the runs (-chart, an SVG): per machine count, each
+// backend's p50 and p99 token latency over the storm, from the server's own
+// log of every request; and each run's p50, p90, p99 and max.
 //
 // With -via-epoxy every machine boots through M-Lab's ePoxy boot server
 // instead (built from the Go module proxy, against the Datastore emulator):
@@ -20,7 +23,7 @@
 // compares with the stand-in's.
 //
 //	make bootstorm [BOOTSTORMFLAGS='-machines 100 -- -max-concurrent-commands 8']
-//	go run ./e2e/bootstorm [-machines 100,500] [-backends exec,api] [-via-epoxy] [-json] [-- server flags...]
+//	go run ./e2e/bootstorm [-machines 100,500] [-backends exec,api] [-via-epoxy] [-json] [-chart bootstorm.svg] [-- server flags...]
 //
 // Every server gets -kube-backend, -kubeconfig (the run's admin kubeconfig),
 // -bin-dir and -max-tokens-per-host 0, then the flags after "--". Speed is
@@ -65,6 +68,7 @@ type config struct {
 	backends    []string
 	json        bool
 	viaEPoxy    bool
+	chart       string
 	serverFlags []string
 }
 
@@ -78,13 +82,14 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 	fs := flag.NewFlagSet("bootstorm", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: bootstorm [-machines 100,500] [-backends exec,api] [-via-epoxy] [-json] [-- server flags...]")
+		fmt.Fprintln(stderr, "usage: bootstorm [-machines 100,500] [-backends exec,api] [-via-epoxy] [-json] [-chart FILE.svg] [-- server flags...]")
 		fs.PrintDefaults()
 	}
 	machines := fs.String("machines", "100,500", "Comma-separated machine counts; each storms every backend.")
 	backends := fs.String("backends", "exec,api", "Comma-separated -kube-backend values to compare, in run order.")
 	fs.BoolVar(&c.json, "json", false, "Print every run's loadtest summary as JSON instead of the table.")
 	fs.BoolVar(&c.viaEPoxy, "via-epoxy", false, "Boot every machine through M-Lab's ePoxy boot server (stage1.json, then the token and BMC curl lines), against each backend and a stand-in extension server that answers at once.")
+	fs.StringVar(&c.chart, "chart", "bootstorm.svg", "SVG file to write the chart of the runs to; empty writes none.")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -227,6 +232,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stdout, "\n%d of %d runs in %s, setup included\n",
 			len(runs), total, time.Duration(h.Seconds*float64(time.Second)).Round(time.Second))
+	}
+	if c.chart != "" && len(runs) > 0 {
+		if err := writeChart(c.chart, runs, chartTitle(h)); err != nil {
+			fmt.Fprintln(stderr, "bootstorm:", err)
+			return exitSetup
+		}
+		fmt.Fprintf(stderr, "bootstorm: chart in %s\n", c.chart)
 	}
 	switch {
 	case ctx.Err() != nil:

@@ -48,6 +48,8 @@ type Run struct {
 	Loadtest json.RawMessage `json:"loadtest"`
 
 	sum summary
+	// requests are the token requests the server logged, for the chart.
+	requests []request
 }
 
 // parseSummary reads the loadtest's one-line JSON summary.

@@ -120,6 +120,7 @@ func (st *stack) storm(ctx context.Context, idx, n int, backend string, extra []
 	if stopErr := srv.Stop(serverGrace); stopErr != nil {
 		r.ServerExit = stopErr.Error()
 	}
+	r.requests = parseRequests(srv.Log())
 	var exit *exec.ExitError
 	switch {
 	case ctx.Err() != nil:
