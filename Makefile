@@ -45,7 +45,7 @@ test: prepare lint
 # Checks that the machine has what the image ships, then builds what the
 # tests need into ~/.cache/epoxy-extensions, with one progress line each.
 prepare:
-	@$(GO) run ./e2e/prepare -race kubernetes epoxy >/dev/null
+	@$(GO) run ./e2e/prepare -race kubernetes epoxy prometheus >/dev/null
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \

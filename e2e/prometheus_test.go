@@ -41,7 +41,7 @@ func TestPrometheusRulesAndTokenAlert(t *testing.T) {
 	prom := startPrometheus(t, e.root, strings.TrimPrefix(s.URL, "http://"))
 
 	var sent, failed atomic.Int64
-	stopStorm := smallStorm(t, s, &sent, &failed)
+	stopStorm := backgroundLoad(t, s, &sent, &failed)
 	defer stopStorm()
 
 	t.Run("scraped", func(t *testing.T) {
@@ -123,10 +123,10 @@ func failableBinDir(t *testing.T, realDir string) (string, func(bool)) {
 	}
 }
 
-// smallStorm sends, until the returned function is called, token requests from
+// backgroundLoad sends, until the returned function is called, token requests from
 // four machines at a time, a stale boot every second and a node delete every
 // two, counting requests sent and answered other than 200 or 408.
-func smallStorm(t *testing.T, s *Server, sent, failed *atomic.Int64) func() {
+func backgroundLoad(t *testing.T, s *Server, sent, failed *atomic.Int64) func() {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup

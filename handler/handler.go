@@ -160,7 +160,7 @@ func (s *Server) bmc(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	start := time.Now()
 	err = s.Creds.Put(ctx, bmc, password)
-	if err != nil && errors.Is(err, storage.ErrNotMachine) { // refused before any backend call
+	if errors.Is(err, storage.ErrNotMachine) { // refused before any backend call
 		s.fail(w, r, o, errors.Join(ErrNotMachine, err))
 		return
 	}

@@ -67,8 +67,8 @@ type config struct {
 	machines    []int
 	backends    []string
 	json        bool
-	chart       string
 	viaEPoxy    bool
+	chart       string
 	serverFlags []string
 }
 
@@ -88,8 +88,8 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 	machines := fs.String("machines", "100,500", "Comma-separated machine counts; each storms every backend.")
 	backends := fs.String("backends", "exec,api", "Comma-separated -kube-backend values to compare, in run order.")
 	fs.BoolVar(&c.json, "json", false, "Print every run's loadtest summary as JSON instead of the table.")
-	fs.StringVar(&c.chart, "chart", "bootstorm.svg", "SVG file to write the chart of the runs to; empty writes none.")
 	fs.BoolVar(&c.viaEPoxy, "via-epoxy", false, "Boot every machine through M-Lab's ePoxy boot server (stage1.json, then the token and BMC curl lines), against each backend and a stand-in extension server that answers at once.")
+	fs.StringVar(&c.chart, "chart", "bootstorm.svg", "SVG file to write the chart of the runs to; empty writes none.")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
