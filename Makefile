@@ -10,7 +10,7 @@ FUZZTIME ?= 50000x
 FUZZ_TARGETS = handler:FuzzExtensionRequest handler:FuzzValidHostname handler:FuzzPassword \
 	token:FuzzParseJoinCommand
 
-.PHONY: build run dev serve test prepare lint unit fuzz bootstorm
+.PHONY: build run dev serve test prepare lint unit fuzz bootstorm ops dashboard
 
 build:
 	$(GO) build -o epoxy-extensions .
@@ -65,4 +65,18 @@ unit:
 # each backend at each machine count, e.g. BOOTSTORMFLAGS='-machines 100';
 # with -via-epoxy every machine boots through M-Lab's ePoxy boot server.
 bootstorm:
-	$(GO) run ./e2e/bootstorm $(BOOTSTORMFLAGS)
+	$(GO) run ./e2e/bootstorm -chart docs/bootstorm.svg $(BOOTSTORMFLAGS)
+
+# The operations kit alone: promtool checks and unit tests of
+# deploy/prometheus, the check that every rule and dashboard query reads only
+# what the server exposes, the dashboard, the systemd unit, then the
+# Prometheus end-to-end test.
+ops:
+	@$(GO) run ./e2e/prepare prometheus >/dev/null
+	$(GO) test -count=1 ./deploy/...
+	$(GO) test -count=1 -run 'TestPrometheus' ./e2e/
+
+# Regenerates deploy/grafana/epoxy-extension-server.json from
+# deploy/grafana/dashboard.go.
+dashboard:
+	$(GO) run ./deploy/grafana/generate
