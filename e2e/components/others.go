@@ -22,6 +22,9 @@ func Prometheus(version string) Spec {
 		},
 		Expect: 6 * time.Minute,
 		Module: requireOne("github.com/prometheus/prometheus", version),
+		// The tests scrape static targets: no cloud service discovery
+		// (AWS, Azure, GCE, Kubernetes, …), which is most of the build.
+		Tags: []string{"remove_all_sd"},
 	}
 }
 

@@ -1,8 +1,8 @@
 // Command prepare checks that the machine has the programs the image should
 // ship for the tests and the local stack, each missing one named with its
 // Debian package and path in one line, then builds the named components from
-// the Go module proxy into the cache (once per version) and prints their
-// folders. `make test` and `make run` run it first, so that a missing
+// the Go module proxy into the cache (once per version, side by side) and
+// prints their folders. `make test` and `make run` run it first, so that a missing
 // prerequisite shows before any minutes of work.
 //
 //	go run ./e2e/prepare [-race] [kubernetes] [prometheus] [epoxy]
@@ -10,10 +10,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 
 	"github.com/m-lab/epoxy-extensions/e2e/components"
@@ -48,15 +50,23 @@ func run(ctx context.Context, names []string) error {
 		"prometheus": components.Prometheus(components.PrometheusVersion),
 		"epoxy":      components.EPoxy(components.EPoxyVersion),
 	}
-	for _, name := range names {
+	// The builds run side by side: each alone leaves a core idle while it
+	// links or downloads.
+	dirs := make([]string, len(names))
+	errs := make([]error, len(names))
+	var wg sync.WaitGroup
+	for i, name := range names {
 		spec, ok := specs[name]
 		if !ok {
 			return fmt.Errorf("unknown component %q", name)
 		}
-		dir, err := components.Ensure(ctx, spec, os.Stderr)
-		if err != nil {
-			return err
-		}
+		wg.Go(func() { dirs[i], errs[i] = components.Ensure(ctx, spec, os.Stderr) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	for _, dir := range dirs {
 		fmt.Println(dir)
 	}
 	return nil
