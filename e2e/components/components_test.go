@@ -104,6 +104,7 @@ func TestEnsure(t *testing.T) {
 		// gofmt comes with Go: the build needs no download.
 		Programs: map[string]string{"gofmt-copy": "cmd/gofmt"},
 		Expect:   time.Minute,
+		Tags:     []string{"netgo", "osusergo"},
 		Module: func(context.Context, string) (string, error) {
 			builds++
 			return "module components/tiny\n\ngo 1.26\n", nil
