@@ -37,8 +37,10 @@ var (
 	datastoreProject = flag.String("datastore-project", "", "Google Cloud project for BMC credentials; empty uses the project in each machine's hostname.")
 	maxCommands      = flag.Int("max-concurrent-commands", 2*runtime.NumCPU(), "Most kubeadm and kubectl processes running at once; more requests wait their turn within -backend-timeout.")
 	allowedSources   = flag.String("allowed-sources", "", "Comma-separated CIDRs allowed to call the extension endpoints (ePoxy, VM subnets); empty allows everyone.")
-	maxTokensPerHost = flag.Int("max-tokens-per-host", 10, "Most join tokens one hostname may get per -token-budget-window; 0 means no limit.")
-	tokenWindow      = flag.Duration("token-budget-window", 10*time.Minute, "Window of -max-tokens-per-host.")
+	maxTokensPerHost = flag.Int("max-tokens-per-host", 3, "Most live (unexpired) join tokens one hostname may hold at once, counted in the cluster across every replica and restart (429 beyond, until the oldest expires); 0 means no limit, and no revocation.")
+	maxUnnamed       = flag.Int("max-unnamed-tokens", 10, "Most live join tokens that requests without a hostname (control-plane VMs joining) may hold between them; 0 means no limit.")
+	_                = flag.Duration("token-budget-window", 0, "Ignored; kept so that old command lines still start. -max-tokens-per-host now counts live tokens.")
+	shutdownDelay    = flag.Duration("shutdown-delay", 5*time.Second, "After SIGTERM, how long /ready answers 503 while the server still serves everything, so load balancers take it out, before it drains.")
 	dnsServer        = flag.String("dns-server", "", "DNS server (host:port) to resolve BMC names with; empty uses the system's resolver.")
 	shutdownTimeout  = flag.Duration("shutdown-timeout", 0, "How long SIGTERM waits for requests in flight; 0 means backend-timeout plus 5s.")
 )
@@ -62,7 +64,12 @@ func main() {
 	if len(sources) == 0 {
 		log.Warn("-allowed-sources is empty: anyone who reaches this port can mint join tokens, store BMC passwords and delete nodes")
 	}
-	tokens, nodes, ready, err := kubeBackends(log)
+	kb, err := newKubeBackend(backendConfig{
+		Backend: *kubeBackend, BinDir: *binDir, Kubeconfig: *kubeconfig,
+		QPS: *kubeAPIQPS, Burst: *kubeAPIBurst, MaxCommands: *maxCommands,
+		CommandTimeout: *commandTimeout, TokenTTL: *tokenTTL,
+		MaxTokens: *maxTokensPerHost, MaxUnnamedTokens: *maxUnnamed,
+	}, log)
 	if err != nil {
 		log.Error("could not set up the Kubernetes backend", "kube_backend", *kubeBackend, "error", err)
 		os.Exit(1)
@@ -77,17 +84,17 @@ func main() {
 		Project:   *datastoreProject,
 	}
 	srv := &handler.Server{
-		Tokens: tokens,
-		Nodes:  nodes,
-		Creds:  store,
+		Tokens:  kb.tokens,
+		Nodes:   kb.nodes,
+		Revoker: kb.tokens,
+		Creds:   store,
 		Validator: handler.Validator{
 			MaxBootAge:   *maxBootAge,
 			MaxClockSkew: *maxClockSkew,
 			Sources:      sources,
 		},
 		BackendTimeout: *backendTimeout,
-		Budget:         &handler.Budget{Max: *maxTokensPerHost, Window: *tokenWindow},
-		Ready:          ready,
+		Ready:          kb.ready,
 		Log:            log,
 	}
 	httpServer := newHTTPServer(handler.NewMux(srv, prometheus.DefaultGatherer), *backendTimeout, log)
@@ -98,6 +105,11 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	if kb.run != nil {
+		bg, stopBackground := context.WithCancel(context.Background())
+		defer stopBackground()
+		go kb.run(bg)
+	}
 	served := make(chan error, 1)
 	go func() { served <- httpServer.Serve(ln) }()
 	log.Info("serving", "address", ln.Addr().String(), "kube_backend", *kubeBackend, "backend_timeout", backendTimeout.String())
@@ -108,6 +120,11 @@ func main() {
 	case <-ctx.Done():
 		stop() // a second signal ends the process at once
 	}
+	// Out of rotation first: /ready fails at once, everything else is still
+	// served for -shutdown-delay, then the server drains.
+	srv.Drain()
+	log.Info("shutting down: not ready, still serving", "delay", shutdownDelay.String())
+	time.Sleep(*shutdownDelay)
 	grace := *shutdownTimeout
 	if grace <= 0 {
 		grace = *backendTimeout + 5*time.Second

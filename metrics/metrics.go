@@ -40,6 +40,17 @@ var (
 		[]string{"backend"},
 	)
 
+	// TokensRevoked counts join tokens deleted before they expired, by why
+	// ("node_delete": the host left; "node_ready": its Node became Ready
+	// after the token was made).
+	TokensRevoked = promauto.NewCounterVec(
+		prometheus.CounterOpts{
+			Name: "epoxy_extensions_tokens_revoked_total",
+			Help: "Join tokens deleted before they expired, by why.",
+		},
+		[]string{"why"},
+	)
+
 	// KubeAPIDuration times each attempt of each Kubernetes API call the
 	// api backend makes, by operation ("create_secret", "delete_node",
 	// "get_cluster_info", "get_version") and result ("ok" or the reason it

@@ -24,41 +24,46 @@ type Join struct {
 	CAHash     string `json:"ca_hash"`
 }
 
-// Runner runs a program and returns its stdout.
-type Runner interface {
-	Run(ctx context.Context, path string, args ...string) ([]byte, error)
-}
+// Runner runs a program and returns its stdout: command.Runner.
+type Runner = command.Runner
 
-// Kubeadm creates tokens by running `kubeadm token create`.
+// Kubeadm keeps tokens with the programs M-Lab's server runs: it creates
+// them with `kubeadm token create ID.SECRET`, reads and deletes their
+// Secrets with kubectl. It is a Store.
 type Kubeadm struct {
-	// Runner runs kubeadm.
+	// Runner runs kubeadm and kubectl.
 	Runner Runner
-	// BinDir holds the kubeadm binary.
+	// BinDir holds the kubeadm and kubectl binaries.
 	BinDir string
-	// Kubeconfig, when set, is passed to kubeadm as --kubeconfig.
+	// Kubeconfig, when set, is passed to kubeadm and kubectl as --kubeconfig.
 	Kubeconfig string
 	// TTL is the lifetime of each token.
 	TTL time.Duration
 }
 
+var _ Store = (*Kubeadm)(nil)
+
 // ErrBadOutput means kubeadm succeeded but printed something that is not a
 // join command we can trust.
 var ErrBadOutput = errors.New("unexpected kubeadm output")
 
-// Create makes a new token for host (which may be empty, for a control-plane
-// machine that asks without a name) and returns its join details. Every call
-// returns its own result; nothing is shared between calls.
-func (k *Kubeadm) Create(ctx context.Context, host string) (Join, error) {
-	args := []string{"token", "create",
+// Put runs `kubeadm token create TOKEN --ttl TTL --print-join-command
+// --description D` and returns the join details it prints. kubeadm refuses
+// an id that exists ("already exists"), which Put returns as ErrSlotTaken.
+func (k *Kubeadm) Put(ctx context.Context, tok, description string, _ time.Time) (Join, error) {
+	args := []string{"token", "create", tok,
 		"--ttl", k.TTL.String(),
 		"--print-join-command",
-		"--description", Description(host),
+		"--description", description,
 	}
 	if k.Kubeconfig != "" {
 		args = append(args, "--kubeconfig", k.Kubeconfig)
 	}
 	out, err := k.Runner.Run(ctx, filepath.Join(k.BinDir, "kubeadm"), args...)
 	if err != nil {
+		if strings.Contains(err.Error(), "already exists") {
+			return Join{}, fmt.Errorf("kubeadm token create: %w", ErrSlotTaken)
+		}
 		return Join{}, fmt.Errorf("kubeadm token create: %w", err)
 	}
 	return ParseJoinCommand(string(out))

@@ -227,7 +227,7 @@ func (f *fakeRunner) Run(ctx context.Context, path string, args ...string) ([]by
 
 type ctxKey struct{}
 
-func TestKubeadmCreate(t *testing.T) {
+func TestKubeadmPut(t *testing.T) {
 	errRun := errors.New("kubeadm: exit status 1: stderr: \"error: timed out\"")
 	tests := []struct {
 		name       string
@@ -245,7 +245,7 @@ func TestKubeadmCreate(t *testing.T) {
 			kubeadm: token.Kubeadm{BinDir: "/usr/bin", TTL: 5 * time.Minute},
 			host:    "mlab1-lga01.mlab-oti.measurement-lab.org",
 			out:     plainOutput,
-			wantArgs: []string{"token", "create", "--ttl", "5m0s", "--print-join-command",
+			wantArgs: []string{"token", "create", tok, "--ttl", "5m0s", "--print-join-command",
 				"--description", "Allow mlab1-lga01.mlab-oti.measurement-lab.org to join the cluster"},
 			want: token.Join{APIAddress: "10.0.0.1:6443", Token: tok, CAHash: hashA},
 		},
@@ -254,7 +254,7 @@ func TestKubeadmCreate(t *testing.T) {
 			kubeadm: token.Kubeadm{BinDir: "/opt/k8s/bin", Kubeconfig: "/etc/kubernetes/admin.conf", TTL: 5 * time.Minute},
 			host:    "mlab1-lga01.mlab-oti.measurement-lab.org-d9h6",
 			out:     controlPlaneOutput,
-			wantArgs: []string{"token", "create", "--ttl", "5m0s", "--print-join-command",
+			wantArgs: []string{"token", "create", tok, "--ttl", "5m0s", "--print-join-command",
 				"--description", "Allow mlab1-lga01.mlab-oti.measurement-lab.org-d9h6 to join the cluster",
 				"--kubeconfig", "/etc/kubernetes/admin.conf"},
 			want: token.Join{APIAddress: "10.0.0.1:6443", Token: tok, CAHash: hashA},
@@ -264,7 +264,7 @@ func TestKubeadmCreate(t *testing.T) {
 			kubeadm: token.Kubeadm{BinDir: "/usr/bin", TTL: 10 * time.Minute},
 			host:    "",
 			out:     severalCAsOutput,
-			wantArgs: []string{"token", "create", "--ttl", "10m0s", "--print-join-command",
+			wantArgs: []string{"token", "create", tok, "--ttl", "10m0s", "--print-join-command",
 				"--description", "Allow an unnamed machine to join the cluster"},
 			want: token.Join{APIAddress: "10.0.0.1:6443", Token: tok, CAHash: hashA},
 		},
@@ -273,7 +273,7 @@ func TestKubeadmCreate(t *testing.T) {
 			kubeadm: token.Kubeadm{BinDir: "/usr/bin", TTL: 5 * time.Minute},
 			host:    "mlab1-lga01.mlab-oti.measurement-lab.org",
 			runErr:  errRun,
-			wantArgs: []string{"token", "create", "--ttl", "5m0s", "--print-join-command",
+			wantArgs: []string{"token", "create", tok, "--ttl", "5m0s", "--print-join-command",
 				"--description", "Allow mlab1-lga01.mlab-oti.measurement-lab.org to join the cluster"},
 			wantErrIs:  errRun,
 			wantNotBad: true,
@@ -283,9 +283,19 @@ func TestKubeadmCreate(t *testing.T) {
 			kubeadm: token.Kubeadm{BinDir: "/usr/bin", TTL: 5 * time.Minute},
 			host:    "mlab1-lga01.mlab-oti.measurement-lab.org",
 			runErr:  fmt.Errorf("/usr/bin/kubeadm killed: %w", context.DeadlineExceeded),
-			wantArgs: []string{"token", "create", "--ttl", "5m0s", "--print-join-command",
+			wantArgs: []string{"token", "create", tok, "--ttl", "5m0s", "--print-join-command",
 				"--description", "Allow mlab1-lga01.mlab-oti.measurement-lab.org to join the cluster"},
 			wantErrIs:  context.DeadlineExceeded,
+			wantNotBad: true,
+		},
+		{
+			name:    "an id that exists is a taken slot",
+			kubeadm: token.Kubeadm{BinDir: "/usr/bin", TTL: 5 * time.Minute},
+			host:    "mlab1-lga01.mlab-oti.measurement-lab.org",
+			runErr:  errors.New("/usr/bin/kubeadm: exit status 1: stderr: \"error: a token with id \\\"abcdef\\\" already exists\""),
+			wantArgs: []string{"token", "create", tok, "--ttl", "5m0s", "--print-join-command",
+				"--description", "Allow mlab1-lga01.mlab-oti.measurement-lab.org to join the cluster"},
+			wantErrIs:  token.ErrSlotTaken,
 			wantNotBad: true,
 		},
 		{
@@ -293,7 +303,7 @@ func TestKubeadmCreate(t *testing.T) {
 			kubeadm: token.Kubeadm{BinDir: "/usr/bin", TTL: 5 * time.Minute},
 			host:    "mlab1-lga01.mlab-oti.measurement-lab.org",
 			out:     "W1120 10:00:00.000000 1 warnings.go:70] something\n" + tok + "\n",
-			wantArgs: []string{"token", "create", "--ttl", "5m0s", "--print-join-command",
+			wantArgs: []string{"token", "create", tok, "--ttl", "5m0s", "--print-join-command",
 				"--description", "Allow mlab1-lga01.mlab-oti.measurement-lab.org to join the cluster"},
 			wantErrIs: token.ErrBadOutput,
 		},
@@ -305,7 +315,7 @@ func TestKubeadmCreate(t *testing.T) {
 			k.Runner = r
 			ctx := context.WithValue(context.Background(), ctxKey{}, tc.name)
 
-			got, err := k.Create(ctx, tc.host)
+			got, err := k.Put(ctx, tok, token.Description(tc.host), time.Time{})
 
 			if len(r.calls) != 1 {
 				t.Fatalf("Create ran kubeadm %d times, want once", len(r.calls))
@@ -345,7 +355,7 @@ func TestKubeadmCreate(t *testing.T) {
 
 // TestKubeadmCreateConcurrent checks that concurrent calls on one Kubeadm
 // each get the token kubeadm printed for them, never another caller's.
-func TestKubeadmCreateConcurrent(t *testing.T) {
+func TestKubeadmPutConcurrent(t *testing.T) {
 	const n = 200
 	r := &fakeRunner{answer: func(args []string) (string, error) {
 		i := slices.Index(args, "--description")
@@ -370,7 +380,7 @@ func TestKubeadmCreateConcurrent(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			<-start
-			got[i], errs[i] = k.Create(context.Background(), fmt.Sprintf("mlab-host-%d", i))
+			got[i], errs[i] = k.Put(context.Background(), tokenFor(i), token.Description(fmt.Sprintf("mlab-host-%d", i)), time.Time{})
 		}()
 	}
 	close(start)
