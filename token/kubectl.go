@@ -16,15 +16,17 @@ import (
 	bootstraputil "k8s.io/cluster-bootstrap/token/util"
 )
 
-// slotTemplate prints, one a line, what Slots needs of a token Secret: never
-// the token secret itself, which so stays in the API server. The
-// description comes last: it is the only free text.
-const slotTemplate = `{{.metadata.uid}}
-{{.metadata.resourceVersion}}
-{{.metadata.creationTimestamp}}
-{{.type}}
-{{with .data}}{{with index . "expiration"}}{{base64decode .}}{{end}}{{end}}
-{{with .data}}{{with index . "description"}}{{base64decode .}}{{end}}{{end}}`
+// slotTemplate prints, for one Secret or a List of them, what Slots needs
+// of each: never the token secret itself, which so stays in the API server.
+// Fields end with a unit separator, Secrets with a record separator, so
+// that no description can break the format.
+const slotTemplate = `{{define "s"}}{{.metadata.name}}{{"\x1f"}}{{.metadata.uid}}{{"\x1f"}}` +
+	`{{.metadata.resourceVersion}}{{"\x1f"}}{{.metadata.creationTimestamp}}{{"\x1f"}}{{.type}}{{"\x1f"}}` +
+	`{{with .data}}{{with index . "expiration"}}{{base64decode .}}{{end}}{{end}}{{"\x1f"}}` +
+	`{{with .data}}{{with index . "description"}}{{base64decode .}}{{end}}{{end}}{{"\x1e"}}{{end}}` +
+	`{{if eq .kind "List"}}{{range .items}}{{template "s" .}}{{end}}{{else}}{{template "s" .}}{{end}}`
+
+var _ Lister = (*Kubeadm)(nil)
 
 func (k *Kubeadm) kubectl(ctx context.Context, args ...string) ([]byte, error) {
 	if k.Kubeconfig != "" {
@@ -33,46 +35,69 @@ func (k *Kubeadm) kubectl(ctx context.Context, args ...string) ([]byte, error) {
 	return k.Runner.Run(ctx, filepath.Join(k.BinDir, "kubectl"), args...)
 }
 
-// Get runs `kubectl get secret bootstrap-token-ID` and reads the slot from
-// its output.
+// Get returns the Secret of token id, with one kubectl run.
 func (k *Kubeadm) Get(ctx context.Context, id string) (Slot, bool, error) {
-	name := bootstraputil.BootstrapTokenSecretName(id)
-	out, err := k.kubectl(ctx, "get", "secret", "--namespace", metav1.NamespaceSystem, "--ignore-not-found",
-		"--output", "go-template="+slotTemplate, "--", name)
+	all, err := k.GetAll(ctx, []string{id})
 	if err != nil {
-		return Slot{}, false, fmt.Errorf("kubectl get secret %s: %w", name, err)
+		return Slot{}, false, err
 	}
-	if len(strings.TrimSpace(string(out))) == 0 {
-		return Slot{}, false, nil
-	}
-	slot, err := parseSlot(id, string(out))
-	if err != nil {
-		return Slot{}, false, fmt.Errorf("kubectl get secret %s: %w", name, err)
-	}
-	return slot, true, nil
+	s, ok := all[id]
+	return s, ok, nil
 }
 
-// parseSlot reads the output of slotTemplate for the Secret of token id.
-func parseSlot(id, out string) (Slot, error) {
-	f := strings.SplitN(out, "\n", 6)
-	if len(f) != 6 || f[0] == "" {
-		return Slot{}, fmt.Errorf("%w: %d lines of Secret fields, want 6", ErrBadOutput, len(f))
+// GetAll runs `kubectl get secret bootstrap-token-ID…` once for every id
+// and returns the Secrets that exist.
+func (k *Kubeadm) GetAll(ctx context.Context, ids []string) (map[string]Slot, error) {
+	if len(ids) == 0 {
+		return nil, nil
 	}
-	created, err := time.Parse(time.RFC3339, f[2])
+	args := []string{"get", "secret", "--namespace", metav1.NamespaceSystem, "--ignore-not-found",
+		"--output", "go-template=" + slotTemplate, "--"}
+	for _, id := range ids {
+		args = append(args, bootstraputil.BootstrapTokenSecretName(id))
+	}
+	out, err := k.kubectl(ctx, args...)
 	if err != nil {
-		return Slot{}, fmt.Errorf("%w: creation time: %v", ErrBadOutput, err)
+		return nil, fmt.Errorf("kubectl get secret: %w", err)
 	}
-	slot := Slot{ID: id, UID: f[0], ResourceVersion: f[1], Created: created}
-	if f[3] != string(bootstrapapi.SecretTypeBootstrapToken) {
-		return slot, nil // no bootstrap token: nobody's
+	slots, err := parseSlots(string(out))
+	if err != nil {
+		return nil, fmt.Errorf("kubectl get secret: %w", err)
 	}
-	slot.Description = f[5]
-	if f[4] != "" {
-		if slot.Expires, err = time.Parse(time.RFC3339, f[4]); err != nil {
-			slot.Expires = time.Unix(0, 0) // unreadable: expired for the API server too
+	return slots, nil
+}
+
+// parseSlots reads the output of slotTemplate.
+func parseSlots(out string) (map[string]Slot, error) {
+	slots := map[string]Slot{}
+	for _, rec := range strings.Split(out, "\x1e") {
+		if strings.TrimSpace(rec) == "" {
+			continue
 		}
+		f := strings.Split(rec, "\x1f")
+		if len(f) != 7 {
+			return nil, fmt.Errorf("%w: a Secret with %d fields, want 7", ErrBadOutput, len(f))
+		}
+		id, ok := strings.CutPrefix(f[0], bootstrapapi.BootstrapTokenSecretPrefix)
+		if !ok {
+			return nil, fmt.Errorf("%w: Secret %q is no bootstrap token", ErrBadOutput, f[0])
+		}
+		created, err := time.Parse(time.RFC3339, f[3])
+		if err != nil {
+			return nil, fmt.Errorf("%w: creation time: %v", ErrBadOutput, err)
+		}
+		slot := Slot{ID: id, UID: f[1], ResourceVersion: f[2], Created: created}
+		if f[4] == string(bootstrapapi.SecretTypeBootstrapToken) { // else nobody's
+			slot.Description = f[6]
+			if f[5] != "" {
+				if slot.Expires, err = time.Parse(time.RFC3339, f[5]); err != nil {
+					slot.Expires = time.Unix(0, 0) // unreadable: expired for the API server too
+				}
+			}
+		}
+		slots[id] = slot
 	}
-	return slot, nil
+	return slots, nil
 }
 
 // Remove deletes the Secret of s with `kubectl delete --raw`, which, unlike

@@ -78,6 +78,14 @@ type Store interface {
 	Remove(ctx context.Context, s Slot) error
 }
 
+// Lister is a Store that reads several slots in one call, cheaper than one
+// Get each when every call is a process (Kubeadm). Slots then reads a host's
+// slots first and tries to create only in those that may be free.
+type Lister interface {
+	// GetAll returns the Secrets of those ids that exist, by id.
+	GetAll(ctx context.Context, ids []string) (map[string]Slot, error)
+}
+
 var (
 	// ErrSlotTaken means a Secret for the token id exists already.
 	ErrSlotTaken = errors.New("bootstrap token id already in use")
@@ -175,9 +183,29 @@ func (s *Slots) Create(ctx context.Context, host string) (Join, error) {
 	if n <= 0 {
 		return s.createRandom(ctx, description)
 	}
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = SlotID(host, i)
+	}
+	var known map[string]Slot
+	if l, ok := s.Store.(Lister); ok {
+		var err error
+		if known, err = l.GetAll(ctx, ids); err != nil {
+			return Join{}, err
+		}
+	}
 	var oldest time.Time
-	for i := range n {
-		join, live, err := s.take(ctx, SlotID(host, i), description)
+	for i, id := range ids {
+		var join Join
+		var live time.Time
+		var err error
+		slot, found := known[id]
+		if found {
+			live = s.held(slot, description, s.clock())
+		}
+		if live.IsZero() {
+			join, live, err = s.take(ctx, id, description, found && slot.Description == description)
+		}
 		if err != nil {
 			return Join{}, fmt.Errorf("slot %d: %w", i, err)
 		}
@@ -217,7 +245,22 @@ func (s *Slots) createRandom(ctx context.Context, description string) (Join, err
 // time: creation is atomic, and an expired token is deleted only if it is
 // still the Secret that was read, so two replicas cannot both free one slot
 // and then both fill it.
-func (s *Slots) take(ctx context.Context, id, description string) (Join, time.Time, error) {
+func (s *Slots) take(ctx context.Context, id, description string, expired bool) (Join, time.Time, error) {
+	if expired {
+		// Known to hold this host's expired token: free it before creating.
+		slot, found, err := s.Store.Get(ctx, id)
+		if err != nil {
+			return Join{}, time.Time{}, err
+		}
+		if found {
+			if live := s.held(slot, description, s.clock()); !live.IsZero() {
+				return Join{}, live, nil
+			}
+			if err := s.Store.Remove(ctx, slot); err != nil && !errors.Is(err, ErrSlotChanged) {
+				return Join{}, time.Time{}, err
+			}
+		}
+	}
 	for range maxSlotAttempts {
 		tok, err := s.newToken(id)
 		if err != nil {
@@ -235,15 +278,11 @@ func (s *Slots) take(ctx context.Context, id, description string) (Join, time.Ti
 		if err != nil {
 			return Join{}, time.Time{}, err
 		}
-		switch {
-		case !found:
+		if !found {
 			continue // deleted since: try to create again
-		case slot.Description != description:
-			// Another host's (or not ours at all): never touch it. It will
-			// not be counted for this host either.
-			return Join{}, now.Add(s.TTL), nil
-		case slot.Expires.IsZero() || slot.Expires.After(now):
-			return Join{}, slot.Expires, nil // a live token of this host
+		}
+		if live := s.held(slot, description, now); !live.IsZero() {
+			return Join{}, live, nil
 		}
 		// This host's token, expired but not yet removed by the token
 		// cleaner: free the slot, unless someone else did first.
@@ -256,6 +295,22 @@ func (s *Slots) take(ctx context.Context, id, description string) (Join, time.Ti
 	return Join{}, s.clock().Add(s.TTL), nil
 }
 
+// held returns when slot stops being held against a host with
+// description, or zero when it may be freed: the expiry of the host's live
+// token; for another host's Secret (or one that is no bootstrap token of
+// ours), which is never touched and never counted, a TTL from now.
+func (s *Slots) held(slot Slot, description string, now time.Time) time.Time {
+	switch {
+	case slot.Description != description:
+		return now.Add(s.TTL)
+	case slot.Expires.IsZero():
+		return now.Add(s.TTL) // never expires: not ours to judge; never counted as free
+	case slot.Expires.After(now):
+		return slot.Expires
+	}
+	return time.Time{}
+}
+
 // Revoke deletes host's tokens that were created before notAfter (every
 // one when notAfter is zero) and returns how many it deleted. Tokens of
 // other hosts that share a slot id are left alone.
@@ -264,9 +319,24 @@ func (s *Slots) Revoke(ctx context.Context, host string, notAfter time.Time) (in
 	description := Description(host)
 	revoked := 0
 	var errs []error
+	var known map[string]Slot
+	if l, ok := s.Store.(Lister); ok && n > 0 {
+		ids := make([]string, n)
+		for i := range ids {
+			ids[i] = SlotID(host, i)
+		}
+		var err error
+		if known, err = l.GetAll(ctx, ids); err != nil {
+			return 0, err
+		}
+	}
 	for i := range n {
-		slot, found, err := s.Store.Get(ctx, SlotID(host, i))
-		if err != nil {
+		var slot Slot
+		var found bool
+		var err error
+		if known != nil {
+			slot, found = known[SlotID(host, i)]
+		} else if slot, found, err = s.Store.Get(ctx, SlotID(host, i)); err != nil {
 			errs = append(errs, fmt.Errorf("slot %d: %w", i, err))
 			continue
 		}
