@@ -197,6 +197,14 @@ func testLeastPrivilege(t *testing.T, e *testEnv, saToken, tokenID string) {
 	}
 	const bystander = "mlab2-inc01.mlab-sandbox.measurement-lab.org"
 	createNode(t, e, bystander)
+	// A Secret of another kind in kube-system, which the server may read
+	// (RBAC cannot tell) but not delete (the admission policy can).
+	const opaque = "e2e-opaque"
+	if code, body := apiDo(t, e, http.MethodPost, "/api/v1/namespaces/kube-system/secrets",
+		map[string]any{"apiVersion": "v1", "kind": "Secret", "metadata": map[string]string{"name": opaque}, "type": "Opaque"}); code != http.StatusCreated {
+		t.Fatalf("creating Secret %s: %d %s", opaque, code, body)
+	}
+	t.Cleanup(func() { apiDo(t, e, http.MethodDelete, "/api/v1/namespaces/kube-system/secrets/"+opaque, nil) })
 	const (
 		jsonType  = "application/json"
 		mergeType = "application/merge-patch+json"
@@ -221,12 +229,15 @@ func testLeastPrivilege(t *testing.T, e *testEnv, saToken, tokenID string) {
 		{"create a token without extra groups", "POST", "/api/v1/namespaces/kube-system/secrets" + dryRun, jsonType, bootstrapSecretJSON(t, "kube-system", bootstrapTokenType, map[string]string{"auth-extra-groups": ""}), 201},
 		// Nothing else.
 		{"list Secrets in kube-system", "GET", "/api/v1/namespaces/kube-system/secrets", "", nil, 403},
-		{"get the bootstrap Secret", "GET", "/api/v1/namespaces/kube-system/secrets/bootstrap-token-" + tokenID, "", nil, 403},
+		{"get the bootstrap Secret", "GET", "/api/v1/namespaces/kube-system/secrets/bootstrap-token-" + tokenID, "", nil, 200},
 		{"patch the bootstrap Secret", "PATCH", "/api/v1/namespaces/kube-system/secrets/bootstrap-token-" + tokenID + dryRun, mergeType, label, 403},
-		{"delete the bootstrap Secret", "DELETE", "/api/v1/namespaces/kube-system/secrets/bootstrap-token-" + tokenID + dryRun, "", nil, 403},
+		{"delete the bootstrap Secret", "DELETE", "/api/v1/namespaces/kube-system/secrets/bootstrap-token-" + tokenID + dryRun, "", nil, 200},
+		{"delete an Opaque Secret in kube-system", "DELETE", "/api/v1/namespaces/kube-system/secrets/" + opaque + dryRun, "", nil, 403},
+		{"delete every Secret in kube-system", "DELETE", "/api/v1/namespaces/kube-system/secrets" + dryRun, "", nil, 403},
 		{"create Secret in default", "POST", "/api/v1/namespaces/default/secrets" + dryRun, jsonType, bootstrapSecretJSON(t, "default", bootstrapTokenType, nil), 403},
 		{"create Secret in its own namespace", "POST", "/api/v1/namespaces/" + deployNS + "/secrets" + dryRun, jsonType, bootstrapSecretJSON(t, deployNS, "Opaque", nil), 403},
-		{"list Nodes", "GET", "/api/v1/nodes", "", nil, 403},
+		{"list Nodes", "GET", "/api/v1/nodes", "", nil, 200},
+		{"watch Nodes", "GET", "/api/v1/nodes?watch=1&timeoutSeconds=1", "", nil, 200},
 		{"get a Node", "GET", "/api/v1/nodes/" + bystander, "", nil, 403},
 		{"patch a Node", "PATCH", "/api/v1/nodes/" + bystander + dryRun, mergeType, label, 403},
 		{"delete every Node", "DELETE", "/api/v1/nodes" + dryRun, "", nil, 403},
