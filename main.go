@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/klog/v2"
 
+	"github.com/m-lab/epoxy-extensions/connlimit"
 	"github.com/m-lab/epoxy-extensions/handler"
 	"github.com/m-lab/epoxy-extensions/storage"
 )
@@ -40,6 +41,7 @@ var (
 	maxTokensPerHost = flag.Int("max-tokens-per-host", 3, "Most live (unexpired) join tokens one hostname may hold at once, counted in the cluster across every replica and restart (429 beyond, until the oldest expires); 0 means no limit, and no revocation.")
 	maxUnnamed       = flag.Int("max-unnamed-tokens", 10, "Most live join tokens that requests without a hostname (control-plane VMs joining) may hold between them; 0 means no limit.")
 	_                = flag.Duration("token-budget-window", 0, "Ignored; kept so that old command lines still start. -max-tokens-per-host now counts live tokens.")
+	maxConnections   = flag.Int("max-connections", 4096, "Most client connections open at once; at the limit, new ones wait while the longest-idle connection is closed to make room (busy ones are never cut).")
 	shutdownDelay    = flag.Duration("shutdown-delay", 5*time.Second, "After SIGTERM, how long /ready answers 503 while the server still serves everything, so load balancers take it out, before it drains.")
 	dnsServer        = flag.String("dns-server", "", "DNS server (host:port) to resolve BMC names with; empty uses the system's resolver.")
 	shutdownTimeout  = flag.Duration("shutdown-timeout", 0, "How long SIGTERM waits for requests in flight; 0 means backend-timeout plus 5s.")
@@ -102,6 +104,11 @@ func main() {
 	var ln net.Listener
 	ln, err = net.Listen("tcp", *listenAddress)
 	rtx.Must(err, "could not listen on %s", *listenAddress)
+	conns := connlimit.New(*maxConnections)
+	ln = conns.Listen(ln)
+	httpServer.ConnState = conns.ConnState
+	httpServer.ConnContext = conns.ConnContext
+	httpServer.Handler = conns.Gate(httpServer.Handler, handler.IsHealthCheck)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()

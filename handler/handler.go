@@ -106,6 +106,16 @@ func NewMux(s *Server, gatherer prometheus.Gatherer) *http.ServeMux {
 	return mux
 }
 
+// IsHealthCheck reports whether r is for the liveness, readiness or metrics
+// endpoint, which must answer even when every connection is busy.
+func IsHealthCheck(r *http.Request) bool {
+	switch r.URL.Path {
+	case "/", "/ready", "/metrics":
+		return r.Method == http.MethodGet
+	}
+	return false
+}
+
 // token serves /v1 and /v2 allocate_k8s_token.
 func (s *Server) token(endpoint string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {

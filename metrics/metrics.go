@@ -51,6 +51,27 @@ var (
 		[]string{"why"},
 	)
 
+	// OpenConnections is the number of client connections open now
+	// (bounded by -max-connections).
+	OpenConnections = promauto.NewGauge(prometheus.GaugeOpts{
+		Name: "epoxy_extensions_open_connections",
+		Help: "Client connections open now.",
+	})
+
+	// ConnectionsEvicted counts idle connections closed to make room for a
+	// new one at -max-connections.
+	ConnectionsEvicted = promauto.NewCounter(prometheus.CounterOpts{
+		Name: "epoxy_extensions_connections_evicted_total",
+		Help: "Idle client connections closed to make room for new ones at the connection limit.",
+	})
+
+	// ConnectionsShed counts requests answered 503 because every connection
+	// slot and half the reserve were taken.
+	ConnectionsShed = promauto.NewCounter(prometheus.CounterOpts{
+		Name: "epoxy_extensions_connections_shed_total",
+		Help: "Requests answered 503 at the connection limit, with every connection busy.",
+	})
+
 	// KubeAPIDuration times each attempt of each Kubernetes API call the
 	// api backend makes, by operation ("create_secret", "delete_node",
 	// "get_cluster_info", "get_version") and result ("ok" or the reason it
