@@ -5,8 +5,10 @@ package token
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -47,15 +49,19 @@ var _ Store = (*Kubeadm)(nil)
 // join command we can trust.
 var ErrBadOutput = errors.New("unexpected kubeadm output")
 
-// Put runs `kubeadm token create TOKEN --ttl TTL --print-join-command
-// --description D` and returns the join details it prints. kubeadm refuses
-// an id that exists ("already exists"), which Put returns as ErrSlotTaken.
+// Put runs `kubeadm token create --config FILE --print-join-command` and
+// returns the join details it prints. FILE, readable only by this user and
+// removed afterwards, holds the token with its TTL and description: on the
+// command line the token would be visible to every local user in the
+// process list. kubeadm refuses an id that exists ("already exists"), which
+// Put returns as ErrSlotTaken.
 func (k *Kubeadm) Put(ctx context.Context, tok, description string, _ time.Time) (Join, error) {
-	args := []string{"token", "create", tok,
-		"--ttl", k.TTL.String(),
-		"--print-join-command",
-		"--description", description,
+	cfg, err := k.writeConfig(tok, description)
+	if err != nil {
+		return Join{}, err
 	}
+	defer os.Remove(cfg)
+	args := []string{"token", "create", "--config", cfg, "--print-join-command"}
 	if k.Kubeconfig != "" {
 		args = append(args, "--kubeconfig", k.Kubeconfig)
 	}
@@ -67,6 +73,53 @@ func (k *Kubeadm) Put(ctx context.Context, tok, description string, _ time.Time)
 		return Join{}, fmt.Errorf("kubeadm token create: %w", err)
 	}
 	return ParseJoinCommand(string(out))
+}
+
+// initConfig is the part of kubeadm's InitConfiguration (v1beta4, kubeadm
+// 1.31 and later) that `kubeadm token create --config` reads: one bootstrap
+// token with kubeadm's default usages and group.
+type initConfig struct {
+	APIVersion      string           `json:"apiVersion"`
+	Kind            string           `json:"kind"`
+	BootstrapTokens []bootstrapToken `json:"bootstrapTokens"`
+}
+
+type bootstrapToken struct {
+	Token       string   `json:"token"`
+	Description string   `json:"description,omitempty"`
+	TTL         string   `json:"ttl"`
+	Usages      []string `json:"usages"`
+	Groups      []string `json:"groups"`
+}
+
+// writeConfig writes the kubeadm configuration for tok (JSON, which kubeadm
+// reads as YAML) to a new file only this user can read, and returns its
+// path.
+func (k *Kubeadm) writeConfig(tok, description string) (string, error) {
+	b, err := json.Marshal(initConfig{
+		APIVersion: "kubeadm.k8s.io/v1beta4",
+		Kind:       "InitConfiguration",
+		BootstrapTokens: []bootstrapToken{{
+			Token: tok, Description: description, TTL: k.TTL.String(),
+			Usages: []string{"signing", "authentication"}, Groups: []string{NodeGroup},
+		}},
+	})
+	if err != nil {
+		return "", fmt.Errorf("kubeadm configuration: %w", err)
+	}
+	f, err := os.CreateTemp("", "epoxy-extensions-token-*.json") // mode 0600
+	if err != nil {
+		return "", fmt.Errorf("kubeadm configuration: %w", err)
+	}
+	_, err = f.Write(b)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return "", fmt.Errorf("kubeadm configuration: %w", err)
+	}
+	return f.Name(), nil
 }
 
 // Description is the token description kubeadm stores for host.
