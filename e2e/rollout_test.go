@@ -196,3 +196,37 @@ func bytesReader(b []byte) io.Reader {
 }
 
 func readAll(resp *http.Response) ([]byte, error) { return io.ReadAll(resp.Body) }
+
+// TestRateLimitedIs503 runs the api backend with a client rate limit of one
+// request per second and a one-second deadline per API call, and sends 20
+// token requests at once: those the limiter cannot grant in time get an
+// empty 503 with Retry-After, never a 500.
+func TestRateLimitedIs503(t *testing.T) {
+	const n = 20
+	e := env(t)
+	s := e.startServer(t, serverConfig{backend: "api", args: []string{
+		"-kube-api-qps", "1", "-kube-api-burst", "1", "-command-timeout", "1s"}})
+	time.Sleep(time.Second) // the start-up version check spent the burst
+	responses := make([]response, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		body := extensionBody(t, fmt.Sprintf("mlab1-q%03d.mlab-sandbox.measurement-lab.org", i), "")
+		wg.Go(func() { responses[i], errs[i] = send(http.MethodPost, s.URL+"/v2/allocate_k8s_token", body) })
+	}
+	wg.Wait()
+	codes := map[int]int{}
+	for i, got := range responses {
+		if errs[i] != nil {
+			t.Fatal(errs[i])
+		}
+		codes[got.status]++
+		if got.status == http.StatusServiceUnavailable && (got.retryAfter == "" || len(got.body) != 0) {
+			t.Errorf("503 with Retry-After %q and body %q, want a Retry-After and no body", got.retryAfter, got.body)
+		}
+	}
+	t.Logf("status codes: %v", codes)
+	if codes[http.StatusOK] < 1 || codes[http.StatusServiceUnavailable] < 1 || codes[http.StatusOK]+codes[http.StatusServiceUnavailable] != n {
+		t.Errorf("status codes %v, want some 200, some 503, nothing else", codes)
+	}
+}
