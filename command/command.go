@@ -23,6 +23,13 @@ const maxOutput = 64 << 10
 // program was killed, in case a grandchild still holds them.
 const waitDelay = 2 * time.Second
 
+// Runner runs a program and returns its stdout: the one interface through
+// which token/ and node/ run kubeadm and kubectl. Exec and Limited
+// implement it.
+type Runner interface {
+	Run(ctx context.Context, path string, args ...string) ([]byte, error)
+}
+
 // Exec runs programs as direct child processes. The zero value is ready to use.
 type Exec struct {
 	// Timeout, when positive, bounds each run on top of the context's own

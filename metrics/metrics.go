@@ -40,6 +40,26 @@ var (
 		[]string{"backend"},
 	)
 
+	// CommandQueueLength is the number of kubeadm and kubectl runs waiting
+	// for a free slot (exec backend).
+	CommandQueueLength = promauto.NewGauge(prometheus.GaugeOpts{
+		Name: "epoxy_extensions_command_queue_length",
+		Help: "Commands waiting for a free slot.",
+	})
+
+	// CommandsRunning is the number of kubeadm and kubectl runs now.
+	CommandsRunning = promauto.NewGauge(prometheus.GaugeOpts{
+		Name: "epoxy_extensions_commands_running",
+		Help: "Commands running now.",
+	})
+
+	// CommandWaitSeconds times each run's wait for a free slot.
+	CommandWaitSeconds = promauto.NewHistogram(prometheus.HistogramOpts{
+		Name:    "epoxy_extensions_command_wait_seconds",
+		Help:    "Time commands waited for a free slot, including those that gave up.",
+		Buckets: []float64{0.001, 0.01, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 120},
+	})
+
 	// TokensRevoked counts join tokens deleted before they expired, by why
 	// ("node_delete": the host left; "node_ready": its Node became Ready
 	// after the token was made).

@@ -26,15 +26,12 @@ type Join struct {
 	CAHash     string `json:"ca_hash"`
 }
 
-// Runner runs a program and returns its stdout: command.Runner.
-type Runner = command.Runner
-
 // Kubeadm keeps tokens with the programs M-Lab's server runs: it creates
 // them with `kubeadm token create ID.SECRET`, reads and deletes their
 // Secrets with kubectl. It is a Store.
 type Kubeadm struct {
 	// Runner runs kubeadm and kubectl.
-	Runner Runner
+	Runner command.Runner
 	// BinDir holds the kubeadm and kubectl binaries.
 	BinDir string
 	// Kubeconfig, when set, is passed to kubeadm and kubectl as --kubeconfig.

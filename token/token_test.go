@@ -20,8 +20,8 @@ import (
 
 // Both the real runner and the fake satisfy the interface Kubeadm needs.
 var (
-	_ token.Runner = command.Exec{}
-	_ token.Runner = (*fakeRunner)(nil)
+	_ command.Runner = command.Exec{}
+	_ command.Runner = (*fakeRunner)(nil)
 )
 
 const (
