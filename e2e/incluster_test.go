@@ -71,6 +71,14 @@ func TestInCluster(t *testing.T) {
 		}
 	}
 
+	t.Run("ready", func(t *testing.T) {
+		// The service account may create Secrets in kube-system, as a
+		// SelfSubjectAccessReview tells, which needs no permission itself.
+		if got := do(t, http.MethodGet, s.URL+"/ready", nil); got.status != http.StatusOK {
+			t.Errorf("GET /ready = %d, want 200\nlog:\n%s", got.status, s.Log())
+		}
+	})
+
 	var tokenID string
 	t.Run("token", func(t *testing.T) { tokenID = testInClusterToken(t, e, s, joinAddr) })
 

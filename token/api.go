@@ -99,11 +99,28 @@ func (a *API) Put(ctx context.Context, tok, description string, expires time.Tim
 		}
 	}
 	if err != nil {
-		a.cleanup(id, secret)
+		if mayBeStored(err) {
+			a.cleanup(id, secret)
+		}
 		return Join{}, fmt.Errorf("creating Secret %s/%s: %w", s.Namespace, s.Name, err)
 	}
 	c := a.Cluster.Load()
 	return Join{APIAddress: c.APIAddress, Token: tok, CAHash: c.CAHash}, nil
+}
+
+// mayBeStored reports whether a create that failed with err may have been
+// stored all the same: not when the client never sent it (its rate limiter)
+// or the API server refused it with a client error (4xx, 429 included).
+func mayBeStored(err error) bool {
+	if errors.Is(err, kube.ErrOverloaded) {
+		return false
+	}
+	var status apierrors.APIStatus
+	if errors.As(err, &status) {
+		code := status.Status().Code
+		return code == 0 || code >= 500
+	}
+	return true
 }
 
 // holds reports whether the Secret of id holds secret, and returns it.

@@ -1,14 +1,18 @@
 package token
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"regexp"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/m-lab/epoxy-extensions/kube"
@@ -80,5 +84,68 @@ func TestName(t *testing.T) {
 	}
 	if got := (&Kubeadm{}).Name(); got != "kubeadm" {
 		t.Errorf("Kubeadm.Name() = %q, want kubeadm", got)
+	}
+}
+
+func TestMayBeStored(t *testing.T) {
+	tests := []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"throttled by the client", fmt.Errorf("x: %w", kube.ErrOverloaded), false},
+		{"forbidden", apierrors.NewForbidden(secretsGR, "x", errors.New("RBAC")), false},
+		{"invalid", apierrors.NewBadRequest("bad"), false},
+		{"server error", apierrors.NewInternalError(errors.New("etcd")), true},
+		{"timeout", apierrors.NewTimeoutError("slow", 1), true},
+		{"deadline", context.DeadlineExceeded, true},
+		{"transport", errors.New("connection reset"), true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := mayBeStored(tc.err); got != tc.want {
+				t.Errorf("mayBeStored(%v) = %t, want %t", tc.err, got, tc.want)
+			}
+		})
+	}
+}
+
+// TestAPISecretIsKubeadms checks the Secret a token is stored as: exactly
+// kubeadm's, with the slot's id and the generator's secret, and the token
+// returned is the one stored. Generator failures and malformed tokens are
+// errors that never quote the token.
+func TestAPISecretIsKubeadms(t *testing.T) {
+	const secret = "0123456789abcdef"
+	tests := []struct {
+		name     string
+		host     string
+		generate func() (string, error)
+		wantErr  bool
+	}{
+		{name: "named host", host: slotHost, generate: scripted("zzzzzz." + secret)},
+		{name: "unnamed host", host: "", generate: scripted("zzzzzz." + secret)},
+		{name: "generator fails", host: slotHost, generate: scripted(), wantErr: true},
+		{name: "malformed token", host: slotHost, generate: scripted("zzzzzz-" + secret), wantErr: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s, f := newSlots(3)
+			s.generate = tc.generate
+			join, err := s.Create(context.Background(), tc.host)
+			if tc.wantErr {
+				if err == nil || strings.Contains(err.Error(), secret) {
+					t.Errorf("Create() error = %v, want one without the secret", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			id := SlotID(tc.host, 0)
+			if want := id + "." + secret; join.Token != want || !joinTokenRE.MatchString(join.Token) {
+				t.Errorf("token = %q, want %q", join.Token, want)
+			}
+			checkSecret(t, f.secret(id), id, wantData(id, secret, Description(tc.host)))
+		})
 	}
 }
