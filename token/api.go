@@ -13,6 +13,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	utilnet "k8s.io/apimachinery/pkg/util/net"
 	bootstrapapi "k8s.io/cluster-bootstrap/token/api"
 	bootstraputil "k8s.io/cluster-bootstrap/token/util"
 
@@ -64,7 +65,7 @@ func (v *ClusterValue) Load() kube.Cluster { return *v.v.Load() }
 func (v *ClusterValue) Store(c kube.Cluster) { v.v.Store(&c) }
 
 // cleanupTimeout bounds removing a token whose create failed half-way.
-const cleanupTimeout = 5 * time.Second
+const cleanupTimeout = 2 * time.Second
 
 func (a *API) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
 	if a.Timeout > 0 {
@@ -112,7 +113,7 @@ func (a *API) Put(ctx context.Context, tok, description string, expires time.Tim
 // stored all the same: not when the client never sent it (its rate limiter)
 // or the API server refused it with a client error (4xx, 429 included).
 func mayBeStored(err error) bool {
-	if errors.Is(err, kube.ErrOverloaded) {
+	if errors.Is(err, kube.ErrOverloaded) || utilnet.IsConnectionRefused(err) {
 		return false
 	}
 	var status apierrors.APIStatus
@@ -139,15 +140,21 @@ func (a *API) holds(ctx context.Context, id, secret string) (bool, *corev1.Secre
 }
 
 // cleanup deletes the Secret of id if it holds secret: a create that failed
-// as far as the caller knows may have been stored all the same.
+// as far as the caller knows may have been stored all the same. One
+// attempt each to read and delete, within cleanupTimeout, so that a failing
+// API server does not hold the answer up. A Secret still left behind (the
+// API server unreachable even for this) holds one of the host's slots until
+// it expires with its TTL: the count stays right, the host has one token
+// fewer to get meanwhile.
 func (a *API) cleanup(id, secret string) {
 	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
 	defer cancel()
-	mine, s := a.holds(ctx, id, secret)
-	if !mine {
+	s, err := a.Secrets.Get(ctx, bootstraputil.BootstrapTokenSecretName(id), metav1.GetOptions{})
+	if err != nil || subtle.ConstantTimeCompare(s.Data[bootstrapapi.BootstrapTokenSecretKey], []byte(secret)) != 1 {
 		return
 	}
-	_ = a.remove(ctx, s.Name, s.UID, s.ResourceVersion)
+	uid, rv := s.UID, s.ResourceVersion
+	_ = a.Secrets.Delete(ctx, s.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid, ResourceVersion: &rv}})
 }
 
 // Get returns the Secret of token id.
