@@ -9,9 +9,8 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/m-lab/epoxy-extensions/command"
-	"github.com/m-lab/epoxy-extensions/kube"
 	"github.com/m-lab/epoxy-extensions/metrics"
+	"github.com/m-lab/epoxy-extensions/redact"
 	"github.com/m-lab/epoxy-extensions/token"
 )
 
@@ -56,6 +55,15 @@ func retryAfter(t, now time.Time) string {
 	return strconv.FormatInt(max(secs, 1), 10)
 }
 
+// isOverload reports whether err says that a backend could not take the
+// work on in time (no command slot; the Kubernetes API or its client-side
+// rate limit saturated): backends mark such errors with an Overloaded
+// method, so that this is the one place that knows overload means 503.
+func isOverload(err error) bool {
+	var o interface{ Overloaded() bool }
+	return errors.As(err, &o) && o.Overloaded()
+}
+
 // backendError is a failure of the named backend ("kubeadm", "kubectl",
 // "datastore"); the caller sees a 500.
 type backendError struct {
@@ -92,7 +100,7 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, o outcome, err err
 	case errors.As(err, &limit):
 		err = fmt.Errorf("%w: %w", ErrTokenLimit, err)
 		retry = retryAfter(limit.RetryAt, time.Now())
-	case errors.Is(err, command.ErrBusy), errors.Is(err, kube.ErrOverloaded):
+	case isOverload(err):
 		err = fmt.Errorf("%w: %w", ErrBusy, err)
 	}
 	switch {
@@ -105,10 +113,10 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, o outcome, err err
 		metrics.BackendFailures.WithLabelValues(backend.backend).Inc()
 		s.Log.Error("backend failed", append(attrs,
 			slog.Int("status", code), slog.String("backend", backend.backend),
-			slog.String("error", command.Redact(backend.err.Error())))...)
+			slog.String("error", redact.String(backend.err.Error())))...)
 	default:
 		s.Log.Error("request failed", append(attrs,
-			slog.Int("status", code), slog.String("error", command.Redact(err.Error())))...)
+			slog.Int("status", code), slog.String("error", redact.String(err.Error())))...)
 	}
 	switch code {
 	case http.StatusMethodNotAllowed:

@@ -24,8 +24,16 @@ var (
 
 // ErrOverloaded means a call could not be made in time because the API
 // server, or the client's own rate limiter in front of it, is saturated:
-// the caller may try again later.
-var ErrOverloaded = errors.New("the Kubernetes API is overloaded")
+// the caller may try again later. It reports itself as overload (its
+// Overloaded method), which the handler answers with 503.
+var ErrOverloaded error = overloaded{}
+
+type overloaded struct{}
+
+func (overloaded) Error() string { return "the Kubernetes API is overloaded" }
+
+// Overloaded reports that ErrOverloaded is overload.
+func (overloaded) Overloaded() bool { return true }
 
 // throttled reports whether err is client-go's rate limiter refusing to
 // wait past the call's deadline (or giving up when it ended): client-go

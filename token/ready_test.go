@@ -70,9 +70,9 @@ func TestReadyRevokerOffer(t *testing.T) {
 // made before it turned Ready, not those made after, nor another host's.
 func TestReadyRevokerRevoke(t *testing.T) {
 	s, f := newSlots(3)
-	f.put(SlotID(slotHost, 0), "aaaaaaaaaaaaaaaa", Description(slotHost), clock.Add(time.Minute))  // made a minute ago
+	f.put(SlotID(slotHost, 0), "aaaaaaaaaaaaaaaa", Description(slotHost), clock.Add(time.Minute))   // made a minute ago
 	f.put(SlotID(otherHost, 0), "bbbbbbbbbbbbbbbb", Description(otherHost), clock.Add(time.Minute)) // another host's
-	if _, err := s.Create(context.Background(), slotHost); err != nil { // made now, in slot 1
+	if _, err := s.Create(context.Background(), slotHost); err != nil {                             // made now, in slot 1
 		t.Fatal(err)
 	}
 	r := &readyRevoker{slots: s, ttl: 5 * time.Minute, log: slog.New(slog.NewTextHandler(io.Discard, nil)),

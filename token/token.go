@@ -16,6 +16,7 @@ import (
 
 	"github.com/m-lab/epoxy-extensions/command"
 	"github.com/m-lab/epoxy-extensions/kube"
+	"github.com/m-lab/epoxy-extensions/redact"
 )
 
 // Join is what a machine needs to join the cluster, as printed by
@@ -158,7 +159,7 @@ func ParseJoinCommand(out string) (Join, error) {
 			continue // a flag without a value
 		case "--token", "--discovery-token-ca-cert-hash", "--certificate-key":
 		default:
-			return Join{}, fmt.Errorf("%w: unknown flag %q", ErrBadOutput, command.Redact(name))
+			return Join{}, fmt.Errorf("%w: unknown flag %q", ErrBadOutput, redact.String(name))
 		}
 		if !hasValue {
 			if i+1 >= len(fields) {
@@ -175,7 +176,7 @@ func ParseJoinCommand(out string) (Join, error) {
 			j.Token = value
 		case "--discovery-token-ca-cert-hash":
 			if !caHashRE.MatchString(value) {
-				return Join{}, fmt.Errorf("%w: malformed CA hash %q", ErrBadOutput, command.Redact(value))
+				return Join{}, fmt.Errorf("%w: malformed CA hash %q", ErrBadOutput, redact.String(value))
 			}
 			if j.CAHash == "" {
 				j.CAHash = value
@@ -186,7 +187,7 @@ func ParseJoinCommand(out string) (Join, error) {
 		return Join{}, fmt.Errorf("%w: missing API address, token or CA hash", ErrBadOutput)
 	}
 	if !kube.ValidAddress(j.APIAddress) {
-		return Join{}, fmt.Errorf("%w: API address %q is not host:port", ErrBadOutput, command.Redact(j.APIAddress))
+		return Join{}, fmt.Errorf("%w: API address %q is not host:port", ErrBadOutput, redact.String(j.APIAddress))
 	}
 	return j, nil
 }
