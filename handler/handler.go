@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/m-lab/epoxy-extensions/metrics"
+	"github.com/m-lab/epoxy-extensions/redact"
 	"github.com/m-lab/epoxy-extensions/storage"
 	"github.com/m-lab/epoxy-extensions/token"
 	"github.com/prometheus/client_golang/prometheus"
@@ -220,7 +221,7 @@ func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
 	}
 	if s.Ready != nil {
 		if err := s.Ready(); err != nil {
-			s.Log.Warn("not ready", slog.String("error", err.Error()))
+			s.Log.Warn("not ready", slog.String("error", redact.String(err.Error())))
 			w.WriteHeader(http.StatusServiceUnavailable)
 			return
 		}
