@@ -204,7 +204,11 @@ func (s *Slots) Create(ctx context.Context, host string) (Join, error) {
 			live = s.held(slot, description, s.clock())
 		}
 		if live.IsZero() {
-			join, live, err = s.take(ctx, id, description, found && slot.Description == description)
+			var stale *Slot // the host's own expired token, to remove first
+			if found && slot.Description == description {
+				stale = &slot
+			}
+			join, live, err = s.take(ctx, id, description, stale)
 		}
 		if err != nil {
 			return Join{}, fmt.Errorf("slot %d: %w", i, err)
@@ -236,7 +240,8 @@ func (s *Slots) createRandom(ctx context.Context, description string) (Join, err
 	return Join{}, fmt.Errorf("%d random ids in a row: %w", maxSlotAttempts, ErrSlotTaken)
 }
 
-// take tries to create a token for description in slot id. It returns the
+// take tries to create a token for description in slot id, first removing
+// stale when it is set. It returns the
 // join details, or, when the slot is not free, a non-zero time after which
 // it may be: the expiration of the host's live token in it, or for a slot
 // another host holds (or that keeps changing), the end of a TTL from now.
@@ -245,20 +250,12 @@ func (s *Slots) createRandom(ctx context.Context, description string) (Join, err
 // time: creation is atomic, and an expired token is deleted only if it is
 // still the Secret that was read, so two replicas cannot both free one slot
 // and then both fill it.
-func (s *Slots) take(ctx context.Context, id, description string, expired bool) (Join, time.Time, error) {
-	if expired {
-		// Known to hold this host's expired token: free it before creating.
-		slot, found, err := s.Store.Get(ctx, id)
-		if err != nil {
+func (s *Slots) take(ctx context.Context, id, description string, stale *Slot) (Join, time.Time, error) {
+	if stale != nil {
+		// Known to hold this host's expired token: free it before creating,
+		// unless it changed since it was read (then the create tells).
+		if err := s.Store.Remove(ctx, *stale); err != nil && !errors.Is(err, ErrSlotChanged) {
 			return Join{}, time.Time{}, err
-		}
-		if found {
-			if live := s.held(slot, description, s.clock()); !live.IsZero() {
-				return Join{}, live, nil
-			}
-			if err := s.Store.Remove(ctx, slot); err != nil && !errors.Is(err, ErrSlotChanged) {
-				return Join{}, time.Time{}, err
-			}
 		}
 	}
 	for range maxSlotAttempts {

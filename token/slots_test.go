@@ -59,16 +59,7 @@ func TestSlotID(t *testing.T) {
 
 func TestSlotsCreate(t *testing.T) {
 	live, expired := clock.Add(time.Minute), clock.Add(-time.Second)
-	tests := []struct {
-		name     string
-		host     string
-		max      int
-		setup    func(f *fakeCluster)
-		wantSlot int // slot the new token lands in; -1 for a refusal
-		wantLive int // the host's live tokens afterwards
-		wantKept []string
-		retryAt  time.Time
-	}{
+	tests := []slotCase{
 		{name: "empty: slot 0", host: slotHost, max: 3, wantSlot: 0, wantLive: 1},
 		{name: "slot 0 live: slot 1", host: slotHost, max: 3, wantSlot: 1, wantLive: 2,
 			setup: func(f *fakeCluster) { f.put(SlotID(slotHost, 0), "aaaaaaaaaaaaaaaa", Description(slotHost), live) }},
@@ -97,48 +88,91 @@ func TestSlotsCreate(t *testing.T) {
 			}, retryAt: live},
 	}
 	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			s, f := newSlots(tc.max)
-			if tc.setup != nil {
-				tc.setup(f)
+		for _, lister := range []bool{false, true} {
+			name := tc.name
+			if lister {
+				name += " (slots read first)"
 			}
-			kept := map[string]string{}
-			for _, id := range tc.wantKept {
-				kept[id] = f.secret(id).ResourceVersion
-			}
-			join, err := s.Create(context.Background(), tc.host)
-			if tc.wantSlot < 0 {
-				var limit *LimitError
-				if !errors.As(err, &limit) || !errors.Is(err, ErrLimit) {
-					t.Fatalf("Create(%q) error = %v, want a LimitError", tc.host, err)
-				}
-				if d := limit.RetryAt.Sub(tc.retryAt); d < -time.Second || d > time.Second { // expirations are whole seconds
-					t.Errorf("RetryAt = %s, want %s", limit.RetryAt, tc.retryAt)
-				}
-			} else {
-				if err != nil {
-					t.Fatalf("Create(%q) error = %v", tc.host, err)
-				}
-				id, secret, _ := strings.Cut(join.Token, ".")
-				if want := SlotID(tc.host, tc.wantSlot); id != want {
-					t.Errorf("token id = %q, want slot %d's %q", id, tc.wantSlot, want)
-				}
-				if got := string(f.secret(id).Data["token-secret"]); got != secret {
-					t.Errorf("the Secret of %s does not hold the token returned", id)
-				}
-				if join.APIAddress != cluster.APIAddress || join.CAHash != cluster.CAHash {
-					t.Errorf("join = %+v, want the cluster's address and CA hash", join)
-				}
-			}
-			if got := f.live(clock)[Description(tc.host)]; got != tc.wantLive {
-				t.Errorf("live tokens of %q = %d, want %d", tc.host, got, tc.wantLive)
-			}
-			for id, rv := range kept {
-				if s := f.secret(id); s == nil || s.ResourceVersion != rv {
-					t.Errorf("Secret %s was changed or deleted, want it left alone", id)
-				}
-			}
-		})
+			t.Run(name, func(t *testing.T) { testSlotsCreate(t, tc, lister) })
+		}
+	}
+}
+
+// listerAPI is the api store read as the exec store reads it: every slot
+// of a host first, in one call.
+type listerAPI struct{ *API }
+
+var _ Lister = listerAPI{}
+
+func (l listerAPI) GetAll(ctx context.Context, ids []string) (map[string]Slot, error) {
+	m := map[string]Slot{}
+	for _, id := range ids {
+		s, found, err := l.Get(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if found {
+			m[id] = s
+		}
+	}
+	return m, nil
+}
+
+// slotCase is a cluster state, a request for a host, and its outcome.
+type slotCase struct {
+	name     string
+	host     string
+	max      int
+	setup    func(f *fakeCluster)
+	wantSlot int // slot the new token lands in; -1 for a refusal
+	wantLive int // the host's live tokens afterwards
+	wantKept []string
+	retryAt  time.Time
+}
+
+func testSlotsCreate(t *testing.T, tc slotCase, lister bool) {
+	s, f := newSlots(tc.max)
+	if lister {
+		s.Store = listerAPI{s.Store.(*API)}
+	}
+	if tc.setup != nil {
+		tc.setup(f)
+	}
+	kept := map[string]string{}
+	for _, id := range tc.wantKept {
+		kept[id] = f.secret(id).ResourceVersion
+	}
+	join, err := s.Create(context.Background(), tc.host)
+	if tc.wantSlot < 0 {
+		var limit *LimitError
+		if !errors.As(err, &limit) || !errors.Is(err, ErrLimit) {
+			t.Fatalf("Create(%q) error = %v, want a LimitError", tc.host, err)
+		}
+		if d := limit.RetryAt.Sub(tc.retryAt); d < -time.Second || d > time.Second { // expirations are whole seconds
+			t.Errorf("RetryAt = %s, want %s", limit.RetryAt, tc.retryAt)
+		}
+	} else {
+		if err != nil {
+			t.Fatalf("Create(%q) error = %v", tc.host, err)
+		}
+		id, secret, _ := strings.Cut(join.Token, ".")
+		if want := SlotID(tc.host, tc.wantSlot); id != want {
+			t.Errorf("token id = %q, want slot %d's %q", id, tc.wantSlot, want)
+		}
+		if got := string(f.secret(id).Data["token-secret"]); got != secret {
+			t.Errorf("the Secret of %s does not hold the token returned", id)
+		}
+		if join.APIAddress != cluster.APIAddress || join.CAHash != cluster.CAHash {
+			t.Errorf("join = %+v, want the cluster's address and CA hash", join)
+		}
+	}
+	if got := f.live(clock)[Description(tc.host)]; got != tc.wantLive {
+		t.Errorf("live tokens of %q = %d, want %d", tc.host, got, tc.wantLive)
+	}
+	for id, rv := range kept {
+		if s := f.secret(id); s == nil || s.ResourceVersion != rv {
+			t.Errorf("Secret %s was changed or deleted, want it left alone", id)
+		}
 	}
 }
 
@@ -219,7 +253,16 @@ func TestSlotsFailures(t *testing.T) {
 // precondition fails, and this replica moves on to the next slot instead
 // of deleting the other's fresh token.
 func TestSlotsRaceOnExpiredSlot(t *testing.T) {
+	for _, lister := range []bool{false, true} {
+		t.Run(fmt.Sprintf("slots read first: %t", lister), func(t *testing.T) { testSlotsRaceOnExpiredSlot(t, lister) })
+	}
+}
+
+func testSlotsRaceOnExpiredSlot(t *testing.T, lister bool) {
 	s, f := newSlots(2)
+	if lister {
+		s.Store = listerAPI{s.Store.(*API)}
+	}
 	id := SlotID(slotHost, 0)
 	f.put(id, "aaaaaaaaaaaaaaaa", Description(slotHost), clock.Add(-time.Second))
 	raced := false
