@@ -204,3 +204,24 @@ func TestReady(t *testing.T) {
 		})
 	}
 }
+
+func TestIsHealthCheck(t *testing.T) {
+	tests := []struct {
+		method, path string
+		want         bool
+	}{
+		{"GET", "/", true},
+		{"GET", "/ready", true},
+		{"GET", "/metrics", true},
+		{"POST", "/", false},
+		{"POST", "/v2/allocate_k8s_token", false},
+		{"GET", "/v1/node/delete", false},
+		{"GET", "/metrics/x", false},
+	}
+	for _, tc := range tests {
+		r := httptest.NewRequest(tc.method, tc.path, nil)
+		if got := IsHealthCheck(r); got != tc.want {
+			t.Errorf("IsHealthCheck(%s %s) = %t, want %t", tc.method, tc.path, got, tc.want)
+		}
+	}
+}
