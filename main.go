@@ -44,7 +44,7 @@ var (
 	maxConnections   = flag.Int("max-connections", 4096, "Most client connections open at once; at the limit, new ones wait while the longest-idle connection is closed to make room (busy ones are never cut).")
 	shutdownDelay    = flag.Duration("shutdown-delay", 5*time.Second, "After SIGTERM, how long /ready answers 503 while the server still serves everything, so load balancers take it out, before it drains.")
 	dnsServer        = flag.String("dns-server", "", "DNS server (host:port) to resolve BMC names with; empty uses the system's resolver.")
-	shutdownTimeout  = flag.Duration("shutdown-timeout", 0, "How long SIGTERM waits for requests in flight; 0 means backend-timeout plus 5s.")
+	shutdownTimeout  = flag.Duration("shutdown-timeout", 0, "How long the drain after -shutdown-delay waits for requests in flight; 0 means backend-timeout plus 5s.")
 )
 
 func main() {
