@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -108,6 +109,38 @@ func TestInCluster(t *testing.T) {
 	})
 
 	t.Run("least privilege", func(t *testing.T) { testLeastPrivilege(t, e, saToken, tokenID) })
+
+	t.Run("join details follow cluster-info", func(t *testing.T) {
+		// As after a CA rotation or an API endpoint move: cluster-info is
+		// rewritten, and the next tokens carry the new details.
+		moved := net.JoinHostPort("api2.e2e.example", port)
+		var cm map[string]any
+		apiGet(t, e, "/api/v1/namespaces/kube-public/configmaps/cluster-info", &cm)
+		data := cm["data"].(map[string]any)
+		data["kubeconfig"] = strings.Replace(data["kubeconfig"].(string), joinAddr, moved, 1)
+		if code, body := apiDo(t, e, http.MethodPut, "/api/v1/namespaces/kube-public/configmaps/cluster-info", cm); code != http.StatusOK {
+			t.Fatalf("rewriting cluster-info: %d %s", code, body)
+		}
+		changed := time.Now()
+		for i := 0; ; i++ {
+			got := post(t, s, "/v2/allocate_k8s_token", extensionBody(t, fmt.Sprintf("mlab1-cai%02d.mlab-sandbox.measurement-lab.org", i), ""))
+			var join joinDetails
+			if got.status != http.StatusOK || json.Unmarshal(got.body, &join) != nil {
+				t.Fatalf("token: %d %q", got.status, got.body)
+			}
+			if join.APIAddress == moved {
+				t.Logf("tokens carry the new api_address %s after cluster-info changed", time.Since(changed).Round(time.Millisecond))
+				break
+			}
+			if time.Since(changed) > 25*time.Second {
+				t.Fatalf("api_address still %q 25 s after cluster-info changed to %q", join.APIAddress, moved)
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+		if !strings.Contains(s.Log(), `"msg":"join details changed"`) {
+			t.Errorf("no log line for the change")
+		}
+	})
 }
 
 // applyManifest validates every object of the manifest at path with a
