@@ -1,6 +1,9 @@
 // Package token creates Kubernetes bootstrap tokens and returns what a
-// machine needs to join the cluster: Kubeadm runs `kubeadm token create`, API
-// writes the same bootstrap-token Secret through the Kubernetes API.
+// machine needs to join the cluster. Slots caps the live tokens of each host
+// with the cluster as the only record, and revokes them; it keeps them in a
+// Store: Kubeadm runs `kubeadm token create` and kubectl, API writes the same
+// bootstrap-token Secret through the Kubernetes API. RevokeOnReady revokes a
+// host's tokens once its Node is Ready.
 package token
 
 import (
