@@ -62,6 +62,7 @@ type LimitError struct {
 	RetryAt time.Time
 }
 
+// Error says how many tokens the host holds and when the oldest expires.
 func (e *LimitError) Error() string {
 	return fmt.Sprintf("%v: %d live, the oldest expires at %s", ErrLimit, e.Max, e.RetryAt.UTC().Format(time.RFC3339))
 }
