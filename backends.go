@@ -27,6 +27,33 @@ var (
 	kubeAPIBurst = flag.Int("kube-api-burst", 200, "With -kube-backend=api, the most API requests the server sends in a burst above -kube-api-qps.")
 )
 
+// backendConfig is what the Kubernetes backends are built from: the flags,
+// read once in main, so that building a backend changes no global.
+type backendConfig struct {
+	Backend        string
+	BinDir         string
+	Kubeconfig     string
+	QPS            float64
+	Burst          int
+	MaxCommands    int
+	CommandTimeout time.Duration
+	TokenTTL       time.Duration
+	// MaxTokens and MaxUnnamedTokens are the live token limits per named
+	// host and for requests without a hostname; 0 means no limit.
+	MaxTokens, MaxUnnamedTokens int
+}
+
+// backend is a built Kubernetes backend.
+type backend struct {
+	tokens *token.Slots
+	nodes  handler.NodeDeleter
+	// ready reports whether a token request would succeed; nil means always.
+	ready func() error
+	// run, when set, does the backend's background work (watching Nodes,
+	// following cluster-info) until ctx ends.
+	run func(ctx context.Context)
+}
+
 // maxAPIRequest bounds one HTTP request to the API server; -command-timeout
 // bounds a whole API call, retries included.
 const maxAPIRequest = 10 * time.Second
@@ -38,91 +65,116 @@ const (
 	startupCheckTimeout = 5 * time.Second
 )
 
-// A readiness check of the exec backend runs kubectl at most once per
-// readyMaxAge, for at most readyTimeout.
+// A readiness check runs at most once per readyMaxAge, for at most
+// readyTimeout.
 const (
 	readyMaxAge  = 10 * time.Second
 	readyTimeout = 5 * time.Second
 )
 
-// execReady reports whether a token request would succeed with the exec
-// backend: kubeadm and kubectl are executable, the API server answers, and
-// the kubeconfig's user may create Secrets in kube-system, where kubeadm
-// stores tokens. It runs outside the command slots, so that a boot storm
-// filling them does not make the server look unready.
-func execReady(ctx context.Context) error {
-	if err := command.Executable(*binDir, "kubeadm", "kubectl"); err != nil {
-		return err
-	}
-	var args []string
-	if *kubeconfig != "" {
-		args = append(args, "--kubeconfig", *kubeconfig)
-	}
-	args = append(args, "auth", "can-i", "create", "secrets", "--namespace", metav1.NamespaceSystem)
-	out, err := command.Exec{}.Run(ctx, filepath.Join(*binDir, "kubectl"), args...)
-	if err != nil {
-		return fmt.Errorf("kubectl auth can-i create secrets: %w", err)
-	}
-	if answer := strings.TrimSpace(string(out)); answer != "yes" {
-		return fmt.Errorf("kubectl auth can-i create secrets: %q", answer)
-	}
-	return nil
-}
-
-// kubeBackends returns the token issuer, the node deleter and the readiness
-// check of the backend -kube-backend names.
-func kubeBackends(log *slog.Logger) (handler.TokenIssuer, handler.NodeDeleter, func() error, error) {
-	switch *kubeBackend {
-	case "exec":
-		if *maxCommands < 1 {
-			*maxCommands = 1
+// execReady returns the readiness check of the exec backend: kubeadm and
+// kubectl are executable, the API server answers, and the kubeconfig's user
+// may create Secrets in kube-system, where kubeadm stores tokens. It runs
+// outside the command slots, so that a boot storm filling them does not
+// make the server look unready.
+func execReady(cfg backendConfig) func(ctx context.Context) error {
+	return func(ctx context.Context) error {
+		if err := command.Executable(cfg.BinDir, "kubeadm", "kubectl"); err != nil {
+			return err
 		}
-		runner := command.NewLimited(command.Exec{Timeout: *commandTimeout}, *maxCommands)
-		ready := &handler.CachedCheck{Check: execReady, MaxAge: readyMaxAge, Timeout: readyTimeout}
-		log.Info("kube backend: exec", "bin_dir", *binDir, "max_concurrent_commands", *maxCommands)
-		return &token.Kubeadm{Runner: runner, BinDir: *binDir, Kubeconfig: *kubeconfig, TTL: *tokenTTL},
-			&node.Kubectl{Runner: runner, BinDir: *binDir, Kubeconfig: *kubeconfig}, ready.Err, nil
-	case "api":
-		return apiBackends(log)
+		var args []string
+		if cfg.Kubeconfig != "" {
+			args = append(args, "--kubeconfig", cfg.Kubeconfig)
+		}
+		args = append(args, "auth", "can-i", "create", "secrets", "--namespace", metav1.NamespaceSystem)
+		out, err := command.Exec{}.Run(ctx, filepath.Join(cfg.BinDir, "kubectl"), args...)
+		if err != nil {
+			return fmt.Errorf("kubectl auth can-i create secrets: %w", err)
+		}
+		if answer := strings.TrimSpace(string(out)); answer != "yes" {
+			return fmt.Errorf("kubectl auth can-i create secrets: %q", answer)
+		}
+		return nil
 	}
-	return nil, nil, nil, fmt.Errorf("-kube-backend %q: want exec or api", *kubeBackend)
 }
 
-// apiBackends builds the one API client of the process and learns the
-// cluster's join details: from -kubeconfig as kubeadm would, or in a pod
-// from the cluster-info ConfigMap joining machines discover the cluster by.
-func apiBackends(log *slog.Logger) (handler.TokenIssuer, handler.NodeDeleter, func() error, error) {
-	if *kubeAPIQPS <= 0 || *kubeAPIBurst < 1 {
-		return nil, nil, nil, fmt.Errorf("-kube-api-qps and -kube-api-burst must be positive")
+// newKubeBackend builds the backend cfg.Backend names.
+func newKubeBackend(cfg backendConfig, log *slog.Logger) (*backend, error) {
+	if cfg.TokenTTL <= 0 {
+		return nil, fmt.Errorf("token TTL %v is not positive", cfg.TokenTTL)
 	}
-	client, cfg, err := kube.NewClient(kube.Options{
-		Kubeconfig:     *kubeconfig,
-		RequestTimeout: min(*commandTimeout, maxAPIRequest),
-		QPS:            float32(*kubeAPIQPS),
-		Burst:          *kubeAPIBurst,
+	switch cfg.Backend {
+	case "exec":
+		runner := command.NewLimited(command.Exec{Timeout: cfg.CommandTimeout}, max(cfg.MaxCommands, 1))
+		ready := &handler.CachedCheck{Check: execReady(cfg), MaxAge: readyMaxAge, Timeout: readyTimeout}
+		log.Info("kube backend: exec", "bin_dir", cfg.BinDir, "max_concurrent_commands", max(cfg.MaxCommands, 1))
+		store := &token.Kubeadm{Runner: runner, BinDir: cfg.BinDir, Kubeconfig: cfg.Kubeconfig, TTL: cfg.TokenTTL}
+		return &backend{
+			tokens: &token.Slots{Store: store, Max: cfg.MaxTokens, MaxUnnamed: cfg.MaxUnnamedTokens, TTL: cfg.TokenTTL},
+			nodes:  &node.Kubectl{Runner: runner, BinDir: cfg.BinDir, Kubeconfig: cfg.Kubeconfig},
+			ready:  ready.Err,
+		}, nil
+	case "api":
+		return apiBackend(cfg, log)
+	}
+	return nil, fmt.Errorf("-kube-backend %q: want exec or api", cfg.Backend)
+}
+
+// apiBackend builds the one API client of the process and learns the
+// cluster's join details: from the kubeconfig as kubeadm would, or in a pod
+// from the cluster-info ConfigMap joining machines discover the cluster by,
+// which it then follows.
+func apiBackend(cfg backendConfig, log *slog.Logger) (*backend, error) {
+	if cfg.QPS <= 0 || cfg.Burst < 1 {
+		return nil, fmt.Errorf("-kube-api-qps and -kube-api-burst must be positive")
+	}
+	client, rc, err := kube.NewClient(kube.Options{
+		Kubeconfig:     cfg.Kubeconfig,
+		RequestTimeout: min(cfg.CommandTimeout, maxAPIRequest),
+		QPS:            float32(cfg.QPS),
+		Burst:          cfg.Burst,
 	})
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
-	var cluster kube.Cluster
-	source := *kubeconfig
-	if *kubeconfig != "" {
-		cluster, err = kube.ClusterFromKubeconfig(*kubeconfig)
-	} else {
-		source = kube.ClusterInfoNamespace + "/cluster-info"
-		ctx, cancel := context.WithTimeout(context.Background(), clusterInfoTimeout)
-		defer cancel()
-		cluster, err = kube.ClusterFromClusterInfo(ctx, client.ConfigMaps(kube.ClusterInfoNamespace))
+	readCluster := func(ctx context.Context) (kube.Cluster, error) {
+		return kube.ClusterFromClusterInfo(ctx, client.ConfigMaps(kube.ClusterInfoNamespace))
 	}
+	source := kube.ClusterInfoNamespace + "/cluster-info"
+	if cfg.Kubeconfig != "" {
+		source = cfg.Kubeconfig
+		readCluster = func(context.Context) (kube.Cluster, error) { return kube.ClusterFromKubeconfig(cfg.Kubeconfig) }
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), clusterInfoTimeout)
+	defer cancel()
+	cluster, err := readCluster(ctx)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
-	log.Info("kube backend: api", "api_server", cfg.Host, "join_source", source,
+	log.Info("kube backend: api", "api_server", rc.Host, "join_source", source,
 		"join_api_address", cluster.APIAddress, "join_ca_hash", cluster.CAHash)
 	checkAPIServer(client.RESTClient(), log)
-	tokens := &token.API{Secrets: client.Secrets(metav1.NamespaceSystem), Cluster: cluster, TTL: *tokenTTL, Timeout: *commandTimeout}
-	nodes := &node.API{Nodes: client.Nodes(), Timeout: *commandTimeout}
-	return tokens, nodes, nil, nil
+	joinDetails := token.NewClusterValue(cluster)
+	slots := &token.Slots{
+		Store:      &token.API{Secrets: client.Secrets(metav1.NamespaceSystem), Cluster: joinDetails, Timeout: cfg.CommandTimeout},
+		Max:        cfg.MaxTokens,
+		MaxUnnamed: cfg.MaxUnnamedTokens,
+		TTL:        cfg.TokenTTL,
+	}
+	access := &handler.CachedCheck{
+		Check:   kube.CanCreateBootstrapTokens(client.RESTClient()),
+		MaxAge:  readyMaxAge,
+		Timeout: readyTimeout,
+	}
+	return &backend{
+		tokens: slots,
+		nodes:  &node.API{Nodes: client.Nodes(), Timeout: cfg.CommandTimeout},
+		ready:  access.Err,
+		run: func(ctx context.Context) {
+			go kube.FollowCluster(ctx, readCluster, joinDetails.Load, joinDetails.Store, readyMaxAge, log)
+			token.RevokeOnReady(ctx, client, slots, cfg.TokenTTL, log)
+		},
+	}, nil
 }
 
 // checkAPIServer asks the API server for its version once at start: the log

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/m-lab/epoxy-extensions/kube"
 	"github.com/m-lab/epoxy-extensions/node"
@@ -43,36 +44,30 @@ func TestKubeBackends(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Setenv("KUBERNETES_SERVICE_HOST", "")
 			t.Setenv("KUBERNETES_SERVICE_PORT", "")
-			setFlag(t, kubeBackend, tc.backend)
-			setFlag(t, kubeconfig, tc.kubeconfig)
-			setFlag(t, kubeAPIQPS, tc.qps)
-			tokens, nodes, _, err := kubeBackends(slog.New(slog.NewTextHandler(io.Discard, nil)))
+			cfg := backendConfig{Backend: tc.backend, Kubeconfig: tc.kubeconfig, QPS: tc.qps, Burst: 200,
+				MaxCommands: 2, CommandTimeout: time.Second, TokenTTL: time.Minute, MaxTokens: 3}
+			kb, err := newKubeBackend(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 			if tc.wantFail {
 				if err == nil {
-					t.Fatalf("kubeBackends() = nil error, want one")
+					t.Fatalf("newKubeBackend() = nil error, want one")
 				}
 				if tc.wantErr != nil && !errors.Is(err, tc.wantErr) {
-					t.Errorf("kubeBackends() error = %v, want %v", err, tc.wantErr)
+					t.Errorf("newKubeBackend() error = %v, want %v", err, tc.wantErr)
 				}
 				return
 			}
 			if err != nil {
-				t.Fatalf("kubeBackends() error = %v", err)
+				t.Fatalf("newKubeBackend() error = %v", err)
 			}
-			if _, ok := tokens.(*token.Kubeadm); !ok {
-				t.Errorf("token issuer is %T, want *token.Kubeadm", tokens)
+			if _, ok := kb.tokens.Store.(*token.Kubeadm); !ok {
+				t.Errorf("token store is %T, want *token.Kubeadm", kb.tokens.Store)
 			}
-			if _, ok := nodes.(*node.Kubectl); !ok {
-				t.Errorf("node deleter is %T, want *node.Kubectl", nodes)
+			if kb.tokens.Max != 3 {
+				t.Errorf("token limit = %d, want 3 from the config", kb.tokens.Max)
+			}
+			if _, ok := kb.nodes.(*node.Kubectl); !ok {
+				t.Errorf("node deleter is %T, want *node.Kubectl", kb.nodes)
 			}
 		})
 	}
-}
-
-// setFlag sets a flag variable for the test and restores it afterwards.
-func setFlag[T any](t *testing.T, p *T, v T) {
-	t.Helper()
-	old := *p
-	*p = v
-	t.Cleanup(func() { *p = old })
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/klog/v2"
 
+	"github.com/m-lab/epoxy-extensions/connlimit"
 	"github.com/m-lab/epoxy-extensions/handler"
 	"github.com/m-lab/epoxy-extensions/storage"
 )
@@ -38,10 +39,13 @@ var (
 	datastoreProject = flag.String("datastore-project", "", "Google Cloud project for BMC credentials; empty uses the project in each machine's hostname.")
 	maxCommands      = flag.Int("max-concurrent-commands", 2*runtime.NumCPU(), "Most kubeadm and kubectl processes running at once; more requests wait their turn within -backend-timeout.")
 	allowedSources   = flag.String("allowed-sources", "", "Comma-separated CIDRs allowed to call the extension endpoints (ePoxy, VM subnets); empty allows everyone.")
-	maxTokensPerHost = flag.Int("max-tokens-per-host", 10, "Most join tokens one hostname may get per -token-budget-window; 0 means no limit.")
-	tokenWindow      = flag.Duration("token-budget-window", 10*time.Minute, "Window of -max-tokens-per-host.")
+	maxTokensPerHost = flag.Int("max-tokens-per-host", 3, "Most live (unexpired) join tokens one hostname may hold at once, counted in the cluster across every replica and restart (429 beyond, until the oldest expires); 0 means no limit, and no revocation.")
+	maxUnnamed       = flag.Int("max-unnamed-tokens", 10, "Most live join tokens that requests without a hostname (control-plane VMs joining) may hold between them; 0 means no limit.")
+	_                = flag.Duration("token-budget-window", 0, "Ignored; kept so that old command lines still start. -max-tokens-per-host now counts live tokens.")
+	maxConnections   = flag.Int("max-connections", 4096, "Most client connections open at once; at the limit, new ones wait while the longest-idle connection is closed to make room (busy ones are never cut).")
+	shutdownDelay    = flag.Duration("shutdown-delay", 5*time.Second, "After SIGTERM, how long /ready answers 503 while the server still serves everything, so load balancers take it out, before it drains.")
 	dnsServer        = flag.String("dns-server", "", "DNS server (host:port) to resolve BMC names with; empty uses the system's resolver.")
-	shutdownTimeout  = flag.Duration("shutdown-timeout", 0, "How long SIGTERM waits for requests in flight; 0 means backend-timeout plus 5s.")
+	shutdownTimeout  = flag.Duration("shutdown-timeout", 0, "How long the drain after -shutdown-delay waits for requests in flight; 0 means backend-timeout plus 5s.")
 )
 
 func main() {
@@ -63,7 +67,12 @@ func main() {
 	if len(sources) == 0 {
 		log.Warn("-allowed-sources is empty: anyone who reaches this port can mint join tokens, store BMC passwords and delete nodes")
 	}
-	tokens, nodes, ready, err := kubeBackends(log)
+	kb, err := newKubeBackend(backendConfig{
+		Backend: *kubeBackend, BinDir: *binDir, Kubeconfig: *kubeconfig,
+		QPS: *kubeAPIQPS, Burst: *kubeAPIBurst, MaxCommands: *maxCommands,
+		CommandTimeout: *commandTimeout, TokenTTL: *tokenTTL,
+		MaxTokens: *maxTokensPerHost, MaxUnnamedTokens: *maxUnnamed,
+	}, log)
 	if err != nil {
 		log.Error("could not set up the Kubernetes backend", "kube_backend", *kubeBackend, "error", err)
 		os.Exit(1)
@@ -78,22 +87,23 @@ func main() {
 		Project:   *datastoreProject,
 	}
 	srv := &handler.Server{
-		Tokens: tokens,
-		Nodes:  nodes,
-		Creds:  store,
+		Tokens:  kb.tokens,
+		Nodes:   kb.nodes,
+		Revoker: kb.tokens,
+		Creds:   store,
 		Validator: handler.Validator{
 			MaxBootAge:   *maxBootAge,
 			MaxClockSkew: *maxClockSkew,
 			Sources:      sources,
 		},
 		BackendTimeout: *backendTimeout,
-		Budget:         &handler.Budget{Max: *maxTokensPerHost, Window: *tokenWindow},
-		Ready:          ready,
+		Ready:          kb.ready,
 		Log:            log,
 	}
 	httpServer := newHTTPServer(handler.NewMux(srv, prometheus.DefaultGatherer), *backendTimeout, log)
 	// Listen on every address before serving any, so that a busy port fails
-	// at start.
+	// at start. One connection limit covers them all.
+	conns := connlimit.New(*maxConnections)
 	var (
 		listeners []net.Listener
 		addresses []string
@@ -101,12 +111,20 @@ func main() {
 	for _, addr := range strings.Split(*listenAddress, ",") {
 		ln, err := net.Listen("tcp", strings.TrimSpace(addr))
 		rtx.Must(err, "could not listen on %s", addr)
-		listeners = append(listeners, ln)
+		listeners = append(listeners, conns.Listen(ln))
 		addresses = append(addresses, ln.Addr().String())
 	}
+	httpServer.ConnState = conns.ConnState
+	httpServer.ConnContext = conns.ConnContext
+	httpServer.Handler = conns.Gate(httpServer.Handler, handler.IsHealthCheck)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	if kb.run != nil {
+		bg, stopBackground := context.WithCancel(context.Background())
+		defer stopBackground()
+		go kb.run(bg)
+	}
 	served := make(chan error, len(listeners))
 	for _, ln := range listeners {
 		go func() { served <- httpServer.Serve(ln) }()
@@ -119,6 +137,11 @@ func main() {
 	case <-ctx.Done():
 		stop() // a second signal ends the process at once
 	}
+	// Out of rotation first: /ready fails at once, everything else is still
+	// served for -shutdown-delay, then the server drains.
+	srv.Drain()
+	log.Info("shutting down: not ready, still serving", "delay", shutdownDelay.String())
+	time.Sleep(*shutdownDelay)
 	grace := *shutdownTimeout
 	if grace <= 0 {
 		grace = *backendTimeout + 5*time.Second

@@ -10,9 +10,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"syscall"
 	"time"
+
+	"github.com/m-lab/epoxy-extensions/redact"
 )
 
 // maxOutput bounds what is kept of a program's stdout and stderr. A join
@@ -22,6 +23,13 @@ const maxOutput = 64 << 10
 // waitDelay is how long Run waits for the output pipes to close after the
 // program was killed, in case a grandchild still holds them.
 const waitDelay = 2 * time.Second
+
+// Runner runs a program and returns its stdout: the one interface through
+// which token/ and node/ run kubeadm and kubectl. Exec and Limited
+// implement it.
+type Runner interface {
+	Run(ctx context.Context, path string, args ...string) ([]byte, error)
+}
 
 // Exec runs programs as direct child processes. The zero value is ready to use.
 type Exec struct {
@@ -60,7 +68,7 @@ func (e Exec) Run(ctx context.Context, path string, args ...string) ([]byte, err
 	}
 	var exitErr *exec.ExitError
 	if errors.As(err, &exitErr) {
-		return nil, fmt.Errorf("%s: %w: stderr: %q", path, err, Redact(stderr.String()))
+		return nil, fmt.Errorf("%s: %w: stderr: %q", path, err, redact.String(stderr.String()))
 	}
 	return nil, fmt.Errorf("%s: %w", path, err)
 }
@@ -79,26 +87,6 @@ func Executable(dir string, names ...string) error {
 		}
 	}
 	return nil
-}
-
-var secrets = []struct {
-	re   *regexp.Regexp
-	with string
-}{
-	// Bootstrap tokens, "abcdef.0123456789abcdef", wherever they stand,
-	// even inside a longer word: keep the public id.
-	{regexp.MustCompile(`([a-z0-9]{6})\.[a-z0-9]{16}`), "$1.<redacted>"},
-	// Control-plane certificate keys.
-	{regexp.MustCompile(`(--certificate-key[=\s]+)\S+`), "$1<redacted>"},
-}
-
-// Redact returns s with bootstrap token secrets and certificate keys replaced,
-// so that a program's output can be logged.
-func Redact(s string) string {
-	for _, r := range secrets {
-		s = r.re.ReplaceAllString(s, r.with)
-	}
-	return s
 }
 
 // limitedBuffer keeps the first maxOutput bytes written to it and drops the

@@ -2,39 +2,26 @@ package command
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promauto"
 	"golang.org/x/sync/semaphore"
+
+	"github.com/m-lab/epoxy-extensions/metrics"
 )
 
 // ErrBusy means a run waited for a free slot until its deadline and never
-// started: the server is saturated, and the caller may try again later.
-var ErrBusy = errors.New("too many commands running")
+// started: the server is saturated, and the caller may try again later. It
+// reports itself as overload (its Overloaded method), which the handler
+// answers with 503.
+var ErrBusy error = busy{}
 
-var (
-	queueLength = promauto.NewGauge(prometheus.GaugeOpts{
-		Name: "epoxy_extensions_command_queue_length",
-		Help: "Commands waiting for a free slot.",
-	})
-	running = promauto.NewGauge(prometheus.GaugeOpts{
-		Name: "epoxy_extensions_commands_running",
-		Help: "Commands running now.",
-	})
-	waitSeconds = promauto.NewHistogram(prometheus.HistogramOpts{
-		Name:    "epoxy_extensions_command_wait_seconds",
-		Help:    "Time commands waited for a free slot, including those that gave up.",
-		Buckets: []float64{0.001, 0.01, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 120},
-	})
-)
+type busy struct{}
 
-// Runner runs a program and returns its stdout.
-type Runner interface {
-	Run(ctx context.Context, path string, args ...string) ([]byte, error)
-}
+func (busy) Error() string { return "too many commands running" }
+
+// Overloaded reports that ErrBusy is overload.
+func (busy) Overloaded() bool { return true }
 
 // Limited runs at most a fixed number of programs at once. Runs beyond the
 // limit wait in arrival order until a slot frees or their context ends.
@@ -65,15 +52,15 @@ func (l *Limited) Run(ctx context.Context, path string, args ...string) ([]byte,
 		waitCtx, cancel = context.WithDeadline(ctx, deadline.Add(-reserve))
 		defer cancel()
 	}
-	queueLength.Inc()
+	metrics.CommandQueueLength.Inc()
 	err := l.sem.Acquire(waitCtx, 1)
-	queueLength.Dec()
-	waitSeconds.Observe(time.Since(start).Seconds())
+	metrics.CommandQueueLength.Dec()
+	metrics.CommandWaitSeconds.Observe(time.Since(start).Seconds())
 	if err != nil {
 		return nil, fmt.Errorf("%w: waited %s for a slot: %w", ErrBusy, time.Since(start).Round(time.Millisecond), err)
 	}
 	defer l.sem.Release(1)
-	running.Inc()
-	defer running.Dec()
+	metrics.CommandsRunning.Inc()
+	defer metrics.CommandsRunning.Dec()
 	return l.runner.Run(ctx, path, args...)
 }

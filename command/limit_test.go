@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/m-lab/epoxy-extensions/metrics"
 )
 
 // gatedRunner counts concurrent runs and blocks each until release closes.
@@ -72,7 +74,7 @@ func TestLimitedServesInArrivalOrder(t *testing.T) {
 		}()
 		// Let each one take its place before the next arrives: the first
 		// runs, the others queue.
-		waitFor(t, func() bool { return int(g.running.Load())+int(testutil.ToFloat64(queueLength)) == i+1 })
+		waitFor(t, func() bool { return int(g.running.Load())+int(testutil.ToFloat64(metrics.CommandQueueLength)) == i+1 })
 	}
 	close(g.release)
 	wg.Wait()

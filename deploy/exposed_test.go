@@ -30,7 +30,7 @@ const (
 	hostFail     = "mlab2-lga01.mlab-sandbox.measurement-lab.org"
 	hostBusy     = "mlab3-lga01.mlab-sandbox.measurement-lab.org"
 	hostNoDNS    = "mlab4-lga01.mlab-sandbox.measurement-lab.org"
-	hostBudget   = "mlab1-abc01.mlab-sandbox.measurement-lab.org"
+	hostLimited  = "mlab1-abc01.mlab-sandbox.measurement-lab.org"
 	errBackendUp = "backend down"
 )
 
@@ -58,6 +58,9 @@ func (f fakeBackend) err(host string) error {
 }
 
 func (f fakeBackend) Create(_ context.Context, host string) (token.Join, error) {
+	if host == hostLimited {
+		return token.Join{}, &token.LimitError{Host: host, Max: 1, RetryAt: time.Now().Add(time.Minute)}
+	}
 	return token.Join{APIAddress: "192.0.2.1:6443", Token: "abcdef.0123456789abcdef",
 		CAHash: "sha256:" + strings.Repeat("0", 64)}, f.err(host)
 }
@@ -88,7 +91,6 @@ func newMux(t *testing.T, tokens, nodes string, sources string) http.Handler {
 		Creds:          fakeBackend{"datastore"},
 		Validator:      handler.Validator{MaxBootAge: 2 * time.Hour, MaxClockSkew: 5 * time.Minute, Sources: allowed},
 		BackendTimeout: 3 * time.Minute,
-		Budget:         &handler.Budget{Max: 1, Window: time.Hour},
 		Log:            slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 	return handler.NewMux(s, prometheus.DefaultGatherer)
@@ -156,8 +158,7 @@ func TestEveryExpressionReadsWhatTheServerExposes(t *testing.T) {
 		{"boot in future", execSrv, "POST", "/v1/bmc_store_password", body(hostOK, -time.Hour, pw), 400},
 		{"password", execSrv, "POST", "/v1/bmc_store_password", body(hostOK, time.Minute, ""), 400},
 		{"not machine", execSrv, "POST", "/v1/bmc_store_password", body("vm.example.org", time.Minute, pw), 400},
-		{"token budget first", execSrv, "POST", "/v2/allocate_k8s_token", body(hostBudget, time.Minute, ""), 200},
-		{"token budget", execSrv, "POST", "/v2/allocate_k8s_token", body(hostBudget, time.Minute, ""), 429},
+		{"token limit", execSrv, "POST", "/v2/allocate_k8s_token", body(hostLimited, time.Minute, ""), 429},
 		{"busy token", execSrv, "POST", "/v2/allocate_k8s_token", body(hostBusy, time.Minute, ""), 503},
 		{"busy node", execSrv, "POST", "/v1/node/delete", body(hostBusy, time.Minute, ""), 503},
 		{"kubeadm fails", execSrv, "POST", "/v2/allocate_k8s_token", body(hostFail, time.Minute, ""), 500},

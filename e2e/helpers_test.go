@@ -45,7 +45,9 @@ func (e *testEnv) startServer(t *testing.T, cfg serverConfig) *Server {
 	if binDir == "" {
 		binDir = e.cp.BinDir
 	}
-	args := []string{"-bin-dir", binDir, "-kubeconfig", e.cp.Kubeconfig}
+	// No delay between SIGTERM and the drain unless a test asks for one: a
+	// later -shutdown-delay in cfg.args wins.
+	args := []string{"-bin-dir", binDir, "-kubeconfig", e.cp.Kubeconfig, "-shutdown-delay", "0s"}
 	if cfg.backend != "" {
 		args = append(args, "-kube-backend", cfg.backend)
 	}
@@ -105,6 +107,7 @@ type response struct {
 	contentType string
 	body        []byte
 	elapsed     time.Duration
+	retryAfter  string
 }
 
 // client has no timeout of its own: the server must bound every request.
@@ -146,7 +149,7 @@ func send(method, url string, body []byte) (response, error) {
 	if err != nil {
 		return response{}, fmt.Errorf("%s %s: reading the body: %w", method, url, err)
 	}
-	return response{resp.StatusCode, resp.Header.Get("Content-Type"), b, time.Since(start)}, nil
+	return response{resp.StatusCode, resp.Header.Get("Content-Type"), b, time.Since(start), resp.Header.Get("Retry-After")}, nil
 }
 
 // checkHealthy fails unless GET / answers 200.

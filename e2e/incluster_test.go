@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -71,6 +72,14 @@ func TestInCluster(t *testing.T) {
 		}
 	}
 
+	t.Run("ready", func(t *testing.T) {
+		// The service account may create Secrets in kube-system, as a
+		// SelfSubjectAccessReview tells, which needs no permission itself.
+		if got := do(t, http.MethodGet, s.URL+"/ready", nil); got.status != http.StatusOK {
+			t.Errorf("GET /ready = %d, want 200\nlog:\n%s", got.status, s.Log())
+		}
+	})
+
 	var tokenID string
 	t.Run("token", func(t *testing.T) { tokenID = testInClusterToken(t, e, s, joinAddr) })
 
@@ -100,6 +109,38 @@ func TestInCluster(t *testing.T) {
 	})
 
 	t.Run("least privilege", func(t *testing.T) { testLeastPrivilege(t, e, saToken, tokenID) })
+
+	t.Run("join details follow cluster-info", func(t *testing.T) {
+		// As after a CA rotation or an API endpoint move: cluster-info is
+		// rewritten, and the next tokens carry the new details.
+		moved := net.JoinHostPort("api2.e2e.example", port)
+		var cm map[string]any
+		apiGet(t, e, "/api/v1/namespaces/kube-public/configmaps/cluster-info", &cm)
+		data := cm["data"].(map[string]any)
+		data["kubeconfig"] = strings.Replace(data["kubeconfig"].(string), joinAddr, moved, 1)
+		if code, body := apiDo(t, e, http.MethodPut, "/api/v1/namespaces/kube-public/configmaps/cluster-info", cm); code != http.StatusOK {
+			t.Fatalf("rewriting cluster-info: %d %s", code, body)
+		}
+		changed := time.Now()
+		for i := 0; ; i++ {
+			got := post(t, s, "/v2/allocate_k8s_token", extensionBody(t, fmt.Sprintf("mlab1-cai%02d.mlab-sandbox.measurement-lab.org", i), ""))
+			var join joinDetails
+			if got.status != http.StatusOK || json.Unmarshal(got.body, &join) != nil {
+				t.Fatalf("token: %d %q", got.status, got.body)
+			}
+			if join.APIAddress == moved {
+				t.Logf("tokens carry the new api_address %s after cluster-info changed", time.Since(changed).Round(time.Millisecond))
+				break
+			}
+			if time.Since(changed) > 25*time.Second {
+				t.Fatalf("api_address still %q 25 s after cluster-info changed to %q", join.APIAddress, moved)
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+		if !strings.Contains(s.Log(), `"msg":"join details changed"`) {
+			t.Errorf("no log line for the change")
+		}
+	})
 }
 
 // applyManifest validates every object of the manifest at path with a
@@ -197,6 +238,14 @@ func testLeastPrivilege(t *testing.T, e *testEnv, saToken, tokenID string) {
 	}
 	const bystander = "mlab2-inc01.mlab-sandbox.measurement-lab.org"
 	createNode(t, e, bystander)
+	// A Secret of another kind in kube-system, which the server may read
+	// (RBAC cannot tell) but not delete (the admission policy can).
+	const opaque = "e2e-opaque"
+	if code, body := apiDo(t, e, http.MethodPost, "/api/v1/namespaces/kube-system/secrets",
+		map[string]any{"apiVersion": "v1", "kind": "Secret", "metadata": map[string]string{"name": opaque}, "type": "Opaque"}); code != http.StatusCreated {
+		t.Fatalf("creating Secret %s: %d %s", opaque, code, body)
+	}
+	t.Cleanup(func() { apiDo(t, e, http.MethodDelete, "/api/v1/namespaces/kube-system/secrets/"+opaque, nil) })
 	const (
 		jsonType  = "application/json"
 		mergeType = "application/merge-patch+json"
@@ -221,12 +270,15 @@ func testLeastPrivilege(t *testing.T, e *testEnv, saToken, tokenID string) {
 		{"create a token without extra groups", "POST", "/api/v1/namespaces/kube-system/secrets" + dryRun, jsonType, bootstrapSecretJSON(t, "kube-system", bootstrapTokenType, map[string]string{"auth-extra-groups": ""}), 201},
 		// Nothing else.
 		{"list Secrets in kube-system", "GET", "/api/v1/namespaces/kube-system/secrets", "", nil, 403},
-		{"get the bootstrap Secret", "GET", "/api/v1/namespaces/kube-system/secrets/bootstrap-token-" + tokenID, "", nil, 403},
+		{"get the bootstrap Secret", "GET", "/api/v1/namespaces/kube-system/secrets/bootstrap-token-" + tokenID, "", nil, 200},
 		{"patch the bootstrap Secret", "PATCH", "/api/v1/namespaces/kube-system/secrets/bootstrap-token-" + tokenID + dryRun, mergeType, label, 403},
-		{"delete the bootstrap Secret", "DELETE", "/api/v1/namespaces/kube-system/secrets/bootstrap-token-" + tokenID + dryRun, "", nil, 403},
+		{"delete the bootstrap Secret", "DELETE", "/api/v1/namespaces/kube-system/secrets/bootstrap-token-" + tokenID + dryRun, "", nil, 200},
+		{"delete an Opaque Secret in kube-system", "DELETE", "/api/v1/namespaces/kube-system/secrets/" + opaque + dryRun, "", nil, 403},
+		{"delete every Secret in kube-system", "DELETE", "/api/v1/namespaces/kube-system/secrets" + dryRun, "", nil, 403},
 		{"create Secret in default", "POST", "/api/v1/namespaces/default/secrets" + dryRun, jsonType, bootstrapSecretJSON(t, "default", bootstrapTokenType, nil), 403},
 		{"create Secret in its own namespace", "POST", "/api/v1/namespaces/" + deployNS + "/secrets" + dryRun, jsonType, bootstrapSecretJSON(t, deployNS, "Opaque", nil), 403},
-		{"list Nodes", "GET", "/api/v1/nodes", "", nil, 403},
+		{"list Nodes", "GET", "/api/v1/nodes", "", nil, 200},
+		{"watch Nodes", "GET", "/api/v1/nodes?watch=1&timeoutSeconds=1", "", nil, 200},
 		{"get a Node", "GET", "/api/v1/nodes/" + bystander, "", nil, 403},
 		{"patch a Node", "PATCH", "/api/v1/nodes/" + bystander + dryRun, mergeType, label, 403},
 		{"delete every Node", "DELETE", "/api/v1/nodes" + dryRun, "", nil, 403},

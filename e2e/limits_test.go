@@ -3,7 +3,9 @@ package e2e
 import (
 	"net/http"
 	"slices"
+	"strconv"
 	"testing"
+	"time"
 )
 
 // newSecretIDs returns the ids in after that are not in before.
@@ -75,51 +77,92 @@ func TestAllowedSources(t *testing.T) {
 	}
 }
 
-// TestTokenBudget runs the server with -max-tokens-per-host 2: a host's
-// third token in a row, whichever endpoint it asks, is refused with an empty
-// 429 and makes no token, while another host is still served.
-func TestTokenBudget(t *testing.T) {
+// TestTokenLimitAcrossReplicas runs three server processes against one API
+// server with -max-tokens-per-host 3 and asks for one host's token 30
+// times round-robin: exactly 3 get tokens, 27 get an empty 429 with a
+// Retry-After no later than the oldest token's expiry. With all three
+// restarted, the limit still holds; once the tokens expire (the test's API
+// server has no token cleaner: the expired Secrets stay), the host gets 3
+// again.
+func TestTokenLimitAcrossReplicas(t *testing.T) {
 	e := env(t)
 	forEachBackend(t, func(t *testing.T, backend string) {
-		testTokenBudget(t, e, backend)
+		testTokenLimitAcrossReplicas(t, e, backend)
 	})
 }
 
-func testTokenBudget(t *testing.T, e *testEnv, backend string) {
-	s := e.startServer(t, serverConfig{backend: backend, args: []string{"-max-tokens-per-host", "2"}})
-	const (
-		host  = "mlab1-bud01.mlab-sandbox.measurement-lab.org"
-		other = "mlab2-bud01.mlab-sandbox.measurement-lab.org"
-	)
-	steps := []struct {
-		name string
-		path string
-		host string
-		want int
-	}{
-		{"first", "/v2/allocate_k8s_token", host, http.StatusOK},
-		{"second", "/v1/allocate_k8s_token", host, http.StatusOK},
-		{"third", "/v2/allocate_k8s_token", host, http.StatusTooManyRequests},
-		{"third on v1", "/v1/allocate_k8s_token", host, http.StatusTooManyRequests},
-		{"another host", "/v2/allocate_k8s_token", other, http.StatusOK},
+func testTokenLimitAcrossReplicas(t *testing.T, e *testEnv, backend string) {
+	const ttl = 30 * time.Second
+	host := "mlab1-lim01.mlab-sandbox.measurement-lab.org"
+	if backend == "api" {
+		host = "mlab2-lim01.mlab-sandbox.measurement-lab.org"
 	}
-	for _, st := range steps {
-		// In order, not as independent subtests: each step depends on the
-		// budget the previous ones spent.
-		before := bootstrapSecrets(t, e)
-		got := post(t, s, st.path, extensionBody(t, st.host, ""))
-		created := newSecretIDs(before, bootstrapSecrets(t, e))
-		if got.status != st.want {
-			t.Errorf("%s (%s for %s): status = %d, want %d", st.name, st.path, st.host, got.status, st.want)
+	cfg := serverConfig{backend: backend, args: []string{"-max-tokens-per-host", "3", "-token-ttl", ttl.String(), "-shutdown-delay", "0s"}}
+	start := func() []*Server {
+		var servers []*Server
+		for range 3 {
+			servers = append(servers, e.startServer(t, cfg))
 		}
-		wantNew := 0
-		if st.want == http.StatusOK {
-			wantNew = 1
-		} else if len(got.body) != 0 {
-			t.Errorf("%s: body = %q, want empty", st.name, got.body)
+		return servers
+	}
+	round := func(name string, servers []*Server, wantOK int) {
+		t.Helper()
+		ok, limited := 0, 0
+		for i := range 30 {
+			got := post(t, servers[i%3], "/v2/allocate_k8s_token", extensionBody(t, host, ""))
+			switch got.status {
+			case http.StatusOK:
+				ok++
+			case http.StatusTooManyRequests:
+				limited++
+				if len(got.body) != 0 {
+					t.Errorf("%s: 429 body = %q, want empty", name, got.body)
+				}
+				secs, err := strconv.Atoi(got.retryAfter)
+				if err != nil || secs < 1 || secs > int(ttl.Seconds())+1 {
+					t.Errorf("%s: Retry-After = %q, want 1..%d seconds", name, got.retryAfter, int(ttl.Seconds())+1)
+				}
+			default:
+				t.Errorf("%s: request %d: status %d", name, i, got.status)
+			}
 		}
-		if len(created) != wantNew {
-			t.Errorf("%s: new bootstrap tokens %q, want %d", st.name, created, wantNew)
+		if ok != wantOK || limited != 30-wantOK {
+			t.Errorf("%s: %d tokens and %d refusals, want %d and %d", name, ok, limited, wantOK, 30-wantOK)
+		}
+		if got := liveTokens(t, e, host); got != 3 {
+			t.Errorf("%s: %d live tokens for %s in the cluster, want 3", name, got, host)
 		}
 	}
+	servers := start()
+	began := time.Now()
+	round("first", servers, 3)
+	for _, s := range servers {
+		if err := s.Terminate(); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Wait(30 * time.Second); err != nil {
+			t.Fatalf("stopping a replica: %v", err)
+		}
+	}
+	servers = start()
+	round("after restarting every replica", servers, 0)
+	if elapsed := time.Since(began); elapsed > ttl-5*time.Second {
+		t.Fatalf("the first two rounds took %s, too close to the %s TTL to tell", elapsed, ttl)
+	}
+	time.Sleep(time.Until(began.Add(ttl + 2*time.Second)))
+	round("after the tokens expired", servers, 3)
+}
+
+// liveTokens counts the bootstrap-token Secrets for host that have not
+// expired.
+func liveTokens(t *testing.T, e *testEnv, host string) int {
+	t.Helper()
+	n := 0
+	for _, s := range bootstrapSecrets(t, e) {
+		exp, err := time.Parse(time.RFC3339, string(s.Data["expiration"]))
+		if string(s.Data["description"]) == description(host) && err == nil && exp.After(time.Now()) {
+			n++
+		}
+	}
+	return n
 }

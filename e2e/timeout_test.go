@@ -4,19 +4,26 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 )
 
-// hungBinDir returns a -bin-dir whose kubeadm and kubectl are hangScript.
-// At the end of the test (after the server stopped, when called before
+// hungBinDir returns a -bin-dir whose kubeadm and kubectl are hangScript,
+// except that kubectl reading the token slots (`get secret`) answers at
+// once that none is taken, so that a token request reaches kubeadm. At the
+// end of the test (after the server stopped, when called before
 // startServer) it kills whatever hung process the server failed to kill.
 func hungBinDir(t *testing.T) string {
 	t.Helper()
 	binDir := t.TempDir()
-	for _, tool := range []string{"kubeadm", "kubectl"} {
-		if err := os.WriteFile(filepath.Join(binDir, tool), []byte(hangScript), 0o755); err != nil {
+	scripts := map[string]string{
+		"kubeadm": hangScript,
+		"kubectl": strings.Replace(hangScript, "\n", "\ncase \" $* \" in *\" get secret \"*) exit 0;; esac\n", 1),
+	}
+	for tool, script := range scripts {
+		if err := os.WriteFile(filepath.Join(binDir, tool), []byte(script), 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -39,11 +39,14 @@ func (n namedNodes) Name() string { return n.name }
 type forbiddenAPI struct{}
 
 var (
-	_ token.SecretCreator = forbiddenAPI{}
-	_ node.Remover        = forbiddenAPI{}
+	_ node.Remover = forbiddenAPI{}
 )
 
 func (forbiddenAPI) Create(context.Context, *corev1.Secret, metav1.CreateOptions) (*corev1.Secret, error) {
+	return nil, apierrors.NewForbidden(schema.GroupResource{Resource: "secrets"}, "", errors.New("RBAC"))
+}
+
+func (forbiddenAPI) Get(context.Context, string, metav1.GetOptions) (*corev1.Secret, error) {
 	return nil, apierrors.NewForbidden(schema.GroupResource{Resource: "secrets"}, "", errors.New("RBAC"))
 }
 
@@ -69,8 +72,8 @@ func TestBackendFailuresByName(t *testing.T) {
 	}{
 		{name: "named token backend", tokens: namedTokens{&fakeTokens{fail: true}, "kube_api"}, path: tokenPath, want: "kube_api"},
 		{name: "unnamed token backend", tokens: &fakeTokens{fail: true}, path: tokenPath, want: "kubeadm"},
-		{name: "token.API", tokens: &token.API{Secrets: forbiddenAPI{}, TTL: time.Minute}, path: tokenPath, want: "kube_api"},
-		{name: "token.Kubeadm", tokens: &token.Kubeadm{Runner: failingRunner{}, TTL: time.Minute}, path: tokenPath, want: "kubeadm"},
+		{name: "token.API", tokens: &token.Slots{Store: &token.API{Secrets: forbiddenAPI{}}, Max: 3, TTL: time.Minute}, path: tokenPath, want: "kube_api"},
+		{name: "token.Kubeadm", tokens: &token.Slots{Store: &token.Kubeadm{Runner: failingRunner{}, TTL: time.Minute}, Max: 3, TTL: time.Minute}, path: tokenPath, want: "kubeadm"},
 		{name: "named node backend", nodes: namedNodes{&fakeNodes{fail: true}, "kube_api"}, path: nodePath, want: "kube_api"},
 		{name: "unnamed node backend", nodes: &fakeNodes{fail: true}, path: nodePath, want: "kubectl"},
 		{name: "node.API", nodes: &node.API{Nodes: forbiddenAPI{}}, path: nodePath, want: "kube_api"},

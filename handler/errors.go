@@ -4,11 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
+	"strconv"
 	"time"
 
-	"github.com/m-lab/epoxy-extensions/command"
 	"github.com/m-lab/epoxy-extensions/metrics"
+	"github.com/m-lab/epoxy-extensions/redact"
+	"github.com/m-lab/epoxy-extensions/token"
 )
 
 // Refusal is a reason to turn a request away before it reaches a backend.
@@ -32,14 +35,34 @@ var (
 	ErrBootInFuture = &Refusal{http.StatusBadRequest, "boot_in_future"}
 	ErrBootTooOld   = &Refusal{http.StatusRequestTimeout, "boot_too_old"}
 	ErrSource       = &Refusal{http.StatusForbidden, "source"}
-	ErrTokenBudget  = &Refusal{http.StatusTooManyRequests, "token_budget"}
-	// ErrBusy is a request that waited for a free command slot until its
-	// deadline: the caller may retry after RetryAfter.
+	// ErrTokenLimit is a host that holds its most live join tokens: the
+	// caller may retry when the oldest expires.
+	ErrTokenLimit = &Refusal{http.StatusTooManyRequests, "token_limit"}
+	// ErrBusy is a request the server or the API server could not take on
+	// in time (no command slot, or client-side rate limit, before the
+	// deadline; the API server overloaded): the caller may retry after
+	// RetryAfter.
 	ErrBusy = &Refusal{http.StatusServiceUnavailable, "busy"}
 )
 
 // RetryAfter is the Retry-After header sent with ErrBusy, in seconds.
 const RetryAfter = "30"
+
+// retryAfter returns the Retry-After seconds of a 429 for a host whose
+// oldest live token expires at t: at least 1.
+func retryAfter(t, now time.Time) string {
+	secs := int64(math.Ceil(t.Sub(now).Seconds()))
+	return strconv.FormatInt(max(secs, 1), 10)
+}
+
+// isOverload reports whether err says that a backend could not take the
+// work on in time (no command slot; the Kubernetes API or its client-side
+// rate limit saturated): backends mark such errors with an Overloaded
+// method, so that this is the one place that knows overload means 503.
+func isOverload(err error) bool {
+	var o interface{ Overloaded() bool }
+	return errors.As(err, &o) && o.Overloaded()
+}
 
 // backendError is a failure of the named backend ("kubeadm", "kubectl",
 // "datastore"); the caller sees a 500.
@@ -71,7 +94,13 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, o outcome, err err
 	}
 	var refusal *Refusal
 	var backend *backendError
-	if errors.Is(err, command.ErrBusy) {
+	var limit *token.LimitError
+	retry := RetryAfter
+	switch {
+	case errors.As(err, &limit):
+		err = fmt.Errorf("%w: %w", ErrTokenLimit, err)
+		retry = retryAfter(limit.RetryAt, time.Now())
+	case isOverload(err):
 		err = fmt.Errorf("%w: %w", ErrBusy, err)
 	}
 	switch {
@@ -84,16 +113,16 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, o outcome, err err
 		metrics.BackendFailures.WithLabelValues(backend.backend).Inc()
 		s.Log.Error("backend failed", append(attrs,
 			slog.Int("status", code), slog.String("backend", backend.backend),
-			slog.String("error", command.Redact(backend.err.Error())))...)
+			slog.String("error", redact.String(backend.err.Error())))...)
 	default:
 		s.Log.Error("request failed", append(attrs,
-			slog.Int("status", code), slog.String("error", command.Redact(err.Error())))...)
+			slog.Int("status", code), slog.String("error", redact.String(err.Error())))...)
 	}
 	switch code {
 	case http.StatusMethodNotAllowed:
 		w.Header().Set("Allow", http.MethodPost)
-	case http.StatusServiceUnavailable:
-		w.Header().Set("Retry-After", RetryAfter)
+	case http.StatusServiceUnavailable, http.StatusTooManyRequests:
+		w.Header().Set("Retry-After", retry)
 	}
 	w.WriteHeader(code)
 }

@@ -2,16 +2,21 @@ package handler
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/m-lab/epoxy-extensions/command"
+	"github.com/m-lab/epoxy-extensions/kube"
+	"github.com/m-lab/epoxy-extensions/metrics"
 	"github.com/m-lab/epoxy-extensions/token"
 )
 
@@ -73,82 +78,110 @@ func (f failingReader) Read([]byte) (int, error) {
 	return 0, io.EOF
 }
 
-func TestBudget(t *testing.T) {
-	clock := now
-	b := &Budget{Max: 3, Window: 10 * time.Minute, Now: func() time.Time { return clock }}
-	take := func(host string, want bool) {
-		t.Helper()
-		if got := b.Take(host); got != want {
-			t.Errorf("at %s Take(%q) = %v, want %v", clock.Sub(now), host, got, want)
+// errTokens fails every Create with err.
+type errTokens struct{ err error }
+
+func (e errTokens) Create(ctx context.Context, host string) (token.Join, error) {
+	return token.Join{}, e.err
+}
+
+// TestOverloadAndLimit checks the statuses of a host over its token limit
+// (429, Retry-After when its oldest token expires) and of overload, from the
+// command slots or the API client's rate limiter (503, never 500), with
+// empty bodies.
+func TestOverloadAndLimit(t *testing.T) {
+	throttled := errors.New(`client rate limiter Wait returned an error: rate: Wait(n=1) would exceed context deadline`)
+	tests := []struct {
+		name       string
+		err        error
+		want       int
+		retryAfter string
+		reason     string
+	}{
+		{name: "limit", err: &token.LimitError{Host: machine, Max: 3, RetryAt: time.Now().Add(90*time.Second + 500*time.Millisecond)},
+			want: 429, retryAfter: "91", reason: "token_limit"},
+		{name: "limit already past", err: &token.LimitError{Host: machine, Max: 3, RetryAt: time.Now().Add(-time.Second)},
+			want: 429, retryAfter: "1", reason: "token_limit"},
+		{name: "no command slot", err: fmt.Errorf("kubeadm: %w: waited", command.ErrBusy), want: 503, retryAfter: RetryAfter, reason: "busy"},
+		{name: "API overloaded", err: fmt.Errorf("creating Secret: %w: %w", kube.ErrOverloaded, throttled), want: 503, retryAfter: RetryAfter, reason: "busy"},
+		{name: "other failure", err: errFake, want: 500},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s, logs := testServer(errTokens{tc.err}, &fakeNodes{}, &fakeCreds{}, now)
+			var before float64
+			if tc.reason != "" {
+				before = testutil.ToFloat64(metrics.Refusals.WithLabelValues(endpointTokenV2, tc.reason))
+			}
+			resp := do(t, s, "POST", "/v2/allocate_k8s_token", body(machine, now, ""))
+			got, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tc.want || resp.Header.Get("Retry-After") != tc.retryAfter || len(got) != 0 {
+				t.Errorf("got %d Retry-After %q body %q, want %d, %q, empty",
+					resp.StatusCode, resp.Header.Get("Retry-After"), got, tc.want, tc.retryAfter)
+			}
+			if tc.reason != "" {
+				if d := testutil.ToFloat64(metrics.Refusals.WithLabelValues(endpointTokenV2, tc.reason)) - before; d != 1 {
+					t.Errorf("refusals{%s} went up by %v, want 1", tc.reason, d)
+				}
+				if !strings.Contains(logs.String(), machine) {
+					t.Errorf("log does not name the host:\n%s", logs)
+				}
+			}
+		})
+	}
+}
+
+// fakeRevoker records the hosts whose tokens it was asked to revoke.
+type fakeRevoker struct {
+	n     int
+	err   error
+	hosts []string
+}
+
+func (f *fakeRevoker) Revoke(ctx context.Context, host string, notAfter time.Time) (int, error) {
+	f.hosts = append(f.hosts, host)
+	return f.n, f.err
+}
+
+func TestNodeDeleteRevokesTokens(t *testing.T) {
+	tests := []struct {
+		name  string
+		nodes *fakeNodes
+		rev   *fakeRevoker
+		want  int
+		calls int
+	}{
+		{name: "revoked", nodes: &fakeNodes{}, rev: &fakeRevoker{n: 2}, want: 200, calls: 1},
+		{name: "revocation fails", nodes: &fakeNodes{}, rev: &fakeRevoker{err: errFake}, want: 500, calls: 1},
+		{name: "node delete fails: tokens kept for the retry", nodes: &fakeNodes{fail: true}, rev: &fakeRevoker{}, want: 500},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s, _ := testServer(&fakeTokens{}, tc.nodes, &fakeCreds{}, now)
+			s.Revoker = tc.rev
+			if got := do(t, s, "POST", "/v1/node/delete", body(machine, now, "")).StatusCode; got != tc.want {
+				t.Errorf("status = %d, want %d", got, tc.want)
+			}
+			if len(tc.rev.hosts) != tc.calls || (tc.calls > 0 && tc.rev.hosts[0] != machine) {
+				t.Errorf("revoked for %q, want %d calls for %s", tc.rev.hosts, tc.calls, machine)
+			}
+		})
+	}
+}
+
+func TestDrainTurnsReadyOff(t *testing.T) {
+	s, _ := testServer(&fakeTokens{}, &fakeNodes{}, &fakeCreds{}, now)
+	s.Drain()
+	if got := do(t, s, "GET", "/ready", "").StatusCode; got != 503 {
+		t.Errorf("GET /ready while draining = %d, want 503", got)
+	}
+	for _, path := range []string{"/", "/metrics"} {
+		if got := do(t, s, "GET", path, "").StatusCode; got != 200 {
+			t.Errorf("GET %s while draining = %d, want 200", path, got)
 		}
 	}
-	for range 3 {
-		take("a", true)
-	}
-	take("a", false)
-	take("b", true) // budgets are per host
-	clock = clock.Add(10*time.Minute + time.Second)
-	take("a", true) // the window moved on
-	var unlimited *Budget
-	if !unlimited.Take("x") || !(&Budget{}).Take("x") {
-		t.Error("a nil or zero Budget refused, want no limit")
-	}
-}
-
-func TestBudgetBoundsHosts(t *testing.T) {
-	b := &Budget{Max: 1, Window: time.Hour, Now: func() time.Time { return now }}
-	for i := range maxBudgetHosts {
-		b.Take(fmt.Sprint(i))
-	}
-	if b.Take("one-too-many") {
-		t.Error("Take for a new host beyond the cap = true, want false")
-	}
-	if n := len(b.hosts); n > maxBudgetHosts {
-		t.Errorf("tracking %d hosts, want at most %d", n, maxBudgetHosts)
-	}
-}
-
-func TestTokenBudgetRefuses(t *testing.T) {
-	tokens := &fakeTokens{}
-	s, _ := testServer(tokens, &fakeNodes{}, &fakeCreds{}, now)
-	s.Budget = &Budget{Max: 2, Window: time.Minute, Now: func() time.Time { return now }}
-	var codes []int
-	for range 3 {
-		codes = append(codes, do(t, s, "POST", "/v2/allocate_k8s_token", body(machine, now, "")).StatusCode)
-	}
-	if fmt.Sprint(codes) != "[200 200 429]" || tokens.calls != 2 {
-		t.Errorf("codes %v with %d kubeadm calls, want [200 200 429] with 2", codes, tokens.calls)
-	}
-}
-
-func TestTokenBudgetIgnoresFailures(t *testing.T) {
-	tokens := &fakeTokens{fail: true}
-	s, _ := testServer(tokens, &fakeNodes{}, &fakeCreds{}, now)
-	s.Budget = &Budget{Max: 1, Window: time.Minute, Now: func() time.Time { return now }}
-	for range 3 {
-		if got := do(t, s, "POST", "/v2/allocate_k8s_token", body(machine, now, "")).StatusCode; got != 500 {
-			t.Fatalf("failing kubeadm: status %d, want 500", got)
-		}
-	}
-	tokens.fail = false
 	if got := do(t, s, "POST", "/v2/allocate_k8s_token", body(machine, now, "")).StatusCode; got != 200 {
-		t.Errorf("after 3 failures with a budget of 1: status %d, want 200", got)
-	}
-}
-
-// busyTokens fails as a saturated command runner does.
-type busyTokens struct{}
-
-func (busyTokens) Create(ctx context.Context, host string) (token.Join, error) {
-	return token.Join{}, fmt.Errorf("kubeadm: %w: waited", command.ErrBusy)
-}
-
-func TestBusyIs503WithRetryAfter(t *testing.T) {
-	s, _ := testServer(busyTokens{}, &fakeNodes{}, &fakeCreds{}, now)
-	resp := do(t, s, "POST", "/v2/allocate_k8s_token", body(machine, now, ""))
-	got, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") != RetryAfter || len(got) != 0 {
-		t.Errorf("got %d Retry-After %q body %q, want 503, %q, empty", resp.StatusCode, resp.Header.Get("Retry-After"), got, RetryAfter)
+		t.Errorf("token while draining = %d, want 200: the server still serves", got)
 	}
 }
 
@@ -169,5 +202,26 @@ func TestReady(t *testing.T) {
 				t.Errorf("GET /ready = %d, want %d", got, tc.want)
 			}
 		})
+	}
+}
+
+func TestIsHealthCheck(t *testing.T) {
+	tests := []struct {
+		method, path string
+		want         bool
+	}{
+		{"GET", "/", true},
+		{"GET", "/ready", true},
+		{"GET", "/metrics", true},
+		{"POST", "/", false},
+		{"POST", "/v2/allocate_k8s_token", false},
+		{"GET", "/v1/node/delete", false},
+		{"GET", "/metrics/x", false},
+	}
+	for _, tc := range tests {
+		r := httptest.NewRequest(tc.method, tc.path, nil)
+		if got := IsHealthCheck(r); got != tc.want {
+			t.Errorf("IsHealthCheck(%s %s) = %t, want %t", tc.method, tc.path, got, tc.want)
+		}
 	}
 }

@@ -8,12 +8,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/m-lab/epoxy-extensions/metrics"
+	"github.com/m-lab/epoxy-extensions/redact"
 	"github.com/m-lab/epoxy-extensions/storage"
 	"github.com/m-lab/epoxy-extensions/token"
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,6 +29,12 @@ type TokenIssuer interface {
 // NodeDeleter removes a node from the cluster; a missing node is no error.
 type NodeDeleter interface {
 	Delete(ctx context.Context, name string) error
+}
+
+// TokenRevoker deletes a host's outstanding join tokens created before
+// notAfter (every one when it is zero) and says how many it deleted.
+type TokenRevoker interface {
+	Revoke(ctx context.Context, host string, notAfter time.Time) (int, error)
 }
 
 // CredentialStore stores a BMC password.
@@ -53,13 +60,19 @@ type Server struct {
 	// BackendTimeout bounds each backend call: a kubeadm or kubectl run or
 	// Kubernetes API call, or a DNS lookup plus Datastore write.
 	BackendTimeout time.Duration
-	// Budget limits the tokens each host may get; nil means no limit.
-	// Machines without a hostname (control-plane VMs) share one budget.
-	Budget *Budget
+	// Revoker, when set, deletes a leaving host's join tokens after its
+	// node was deleted.
+	Revoker TokenRevoker
 	// Ready reports whether the backends can serve; nil means always.
 	Ready func() error
 	Log   *slog.Logger
+
+	draining atomic.Bool
 }
+
+// Drain makes /ready answer 503 from now on, while every other endpoint
+// keeps serving: the first step of a shutdown.
+func (s *Server) Drain() { s.draining.Store(true) }
 
 // Endpoint names, as used in logs and the refusals metric.
 const (
@@ -95,6 +108,16 @@ func NewMux(s *Server, gatherer prometheus.Gatherer) *http.ServeMux {
 	return mux
 }
 
+// IsHealthCheck reports whether r is for the liveness, readiness or metrics
+// endpoint, which must answer even when every connection is busy.
+func IsHealthCheck(r *http.Request) bool {
+	switch r.URL.Path {
+	case "/", "/ready", "/metrics":
+		return r.Method == http.MethodGet
+	}
+	return false
+}
+
 // token serves /v1 and /v2 allocate_k8s_token.
 func (s *Server) token(endpoint string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
@@ -105,10 +128,6 @@ func (s *Server) token(endpoint string) http.HandlerFunc {
 			return
 		}
 		o.host = req.Host
-		if !s.Budget.Take(req.Host) {
-			s.fail(w, r, o, fmt.Errorf("%w: over %d tokens in %s", ErrTokenBudget, s.Budget.Max, s.Budget.Window))
-			return
-		}
 		ctx, cancel := context.WithTimeout(r.Context(), s.BackendTimeout)
 		defer cancel()
 		backend := backendName(s.Tokens, "kubeadm")
@@ -116,7 +135,6 @@ func (s *Server) token(endpoint string) http.HandlerFunc {
 		join, err := s.Tokens.Create(ctx, req.Host)
 		metrics.BackendDuration.WithLabelValues(backend).Observe(time.Since(start).Seconds())
 		if err != nil {
-			s.Budget.Return(req.Host)
 			s.fail(w, r, o, &backendError{backend, err})
 			return
 		}
@@ -195,15 +213,30 @@ func (s *Server) deleteNode(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, o, &backendError{backend, err})
 		return
 	}
+	if s.Revoker != nil {
+		n, err := s.Revoker.Revoke(ctx, req.Host, time.Time{})
+		if n > 0 {
+			metrics.TokensRevoked.WithLabelValues("node_delete").Add(float64(n))
+			s.Log.Info("join tokens revoked", slog.String("host", req.Host), slog.Int("tokens", n), slog.String("why", "node_delete"))
+		}
+		if err != nil {
+			s.fail(w, r, o, &backendError{backendName(s.Revoker, "kubectl"), err})
+			return
+		}
+	}
 	s.served(r, o)
 }
 
 // ready serves GET /ready: 200 when the backends can serve, else 503. The
 // liveness check callers use stays GET /.
 func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
+	if s.draining.Load() {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		return
+	}
 	if s.Ready != nil {
 		if err := s.Ready(); err != nil {
-			s.Log.Warn("not ready", slog.String("error", err.Error()))
+			s.Log.Warn("not ready", slog.String("error", redact.String(err.Error())))
 			w.WriteHeader(http.StatusServiceUnavailable)
 			return
 		}

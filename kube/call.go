@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -20,6 +21,26 @@ var (
 	firstBackoff = 100 * time.Millisecond
 	maxBackoff   = 2 * time.Second
 )
+
+// ErrOverloaded means a call could not be made in time because the API
+// server, or the client's own rate limiter in front of it, is saturated:
+// the caller may try again later. It reports itself as overload (its
+// Overloaded method), which the handler answers with 503.
+var ErrOverloaded error = overloaded{}
+
+type overloaded struct{}
+
+func (overloaded) Error() string { return "the Kubernetes API is overloaded" }
+
+// Overloaded reports that ErrOverloaded is overload.
+func (overloaded) Overloaded() bool { return true }
+
+// throttled reports whether err is client-go's rate limiter refusing to
+// wait past the call's deadline (or giving up when it ended): client-go
+// says so only in its message.
+func throttled(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "client rate limiter Wait returned an error")
+}
 
 // Call runs call, the API call named op (a metric label such as
 // "create_secret"), and retries it while it fails in a way that may pass
@@ -45,20 +66,32 @@ func Call(ctx context.Context, op string, call func(context.Context) error) erro
 			return nil
 		}
 		metrics.KubeAPIErrors.WithLabelValues(op, result).Inc()
+		if throttled(err) {
+			return fmt.Errorf("%w: %w", ErrOverloaded, err)
+		}
 		if !Transient(err) && !requestTimeout {
 			return err
 		}
 		wait := backoff + rand.N(backoff/5+1)
 		if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) < wait {
-			return fmt.Errorf("giving up after %d attempts: %w", attempt, err)
+			return giveUp(attempt, err)
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("giving up after %d attempts: %w", attempt, err)
+			return giveUp(attempt, err)
 		case <-time.After(wait):
 		}
 		backoff = min(2*backoff, maxBackoff)
 	}
+}
+
+// giveUp is the error of a call that failed in a way that may pass and ran
+// out of time: the API server overloaded (429) means the caller may retry.
+func giveUp(attempts int, err error) error {
+	if apierrors.IsTooManyRequests(err) {
+		return fmt.Errorf("giving up after %d attempts: %w: %w", attempts, ErrOverloaded, err)
+	}
+	return fmt.Errorf("giving up after %d attempts: %w", attempts, err)
 }
 
 // Transient reports whether err may pass if the call is tried again: the
@@ -85,6 +118,8 @@ func Reason(err error) string {
 	switch {
 	case err == nil:
 		return "ok"
+	case throttled(err):
+		return "throttled"
 	case errors.Is(err, context.DeadlineExceeded):
 		return "deadline"
 	case errors.Is(err, context.Canceled):

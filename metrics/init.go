@@ -21,8 +21,8 @@ var (
 
 	// refusalReasons lists, per endpoint, the reasons it can refuse for.
 	refusalReasons = map[string][]string{
-		"allocate_k8s_token_v1": append(commonReasons(), "token_budget", "busy"),
-		"allocate_k8s_token_v2": append(commonReasons(), "token_budget", "busy"),
+		"allocate_k8s_token_v1": append(commonReasons(), "token_limit", "busy"),
+		"allocate_k8s_token_v2": append(commonReasons(), "token_limit", "busy"),
 		"bmc_store_password":    append(commonReasons(), "password", "not_machine"),
 		"node_delete":           append(commonReasons(), "busy"),
 	}

@@ -63,6 +63,58 @@ var (
 		Help: "Deadline of each request's backend work (-backend-timeout).",
 	})
 
+	// CommandQueueLength is the number of kubeadm and kubectl runs waiting
+	// for a free slot (exec backend).
+	CommandQueueLength = promauto.NewGauge(prometheus.GaugeOpts{
+		Name: "epoxy_extensions_command_queue_length",
+		Help: "Commands waiting for a free slot.",
+	})
+
+	// CommandsRunning is the number of kubeadm and kubectl runs now.
+	CommandsRunning = promauto.NewGauge(prometheus.GaugeOpts{
+		Name: "epoxy_extensions_commands_running",
+		Help: "Commands running now.",
+	})
+
+	// CommandWaitSeconds times each run's wait for a free slot.
+	CommandWaitSeconds = promauto.NewHistogram(prometheus.HistogramOpts{
+		Name:    "epoxy_extensions_command_wait_seconds",
+		Help:    "Time commands waited for a free slot, including those that gave up.",
+		Buckets: []float64{0.001, 0.01, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 120},
+	})
+
+	// TokensRevoked counts join tokens deleted before they expired, by why
+	// ("node_delete": the host left; "node_ready": its Node became Ready
+	// after the token was made).
+	TokensRevoked = promauto.NewCounterVec(
+		prometheus.CounterOpts{
+			Name: "epoxy_extensions_tokens_revoked_total",
+			Help: "Join tokens deleted before they expired, by why.",
+		},
+		[]string{"why"},
+	)
+
+	// OpenConnections is the number of client connections open now
+	// (bounded by -max-connections).
+	OpenConnections = promauto.NewGauge(prometheus.GaugeOpts{
+		Name: "epoxy_extensions_open_connections",
+		Help: "Client connections open now.",
+	})
+
+	// ConnectionsEvicted counts idle connections closed to make room for a
+	// new one at -max-connections.
+	ConnectionsEvicted = promauto.NewCounter(prometheus.CounterOpts{
+		Name: "epoxy_extensions_connections_evicted_total",
+		Help: "Idle client connections closed to make room for new ones at the connection limit.",
+	})
+
+	// ConnectionsShed counts requests answered 503 because every connection
+	// slot and half the reserve were taken.
+	ConnectionsShed = promauto.NewCounter(prometheus.CounterOpts{
+		Name: "epoxy_extensions_connections_shed_total",
+		Help: "Requests answered 503 at the connection limit, with every connection busy.",
+	})
+
 	// KubeAPIDuration times each attempt of each Kubernetes API call the
 	// api backend makes, by operation ("create_secret", "delete_node",
 	// "get_cluster_info", "get_version") and result ("ok" or the reason it

@@ -110,7 +110,7 @@ func TestInitialised(t *testing.T) {
 		{"bmc 500", "bmc_store_password_request_duration_seconds", map[string]string{"method": "post", "code": "500"}},
 		{"node 200", "node_request_duration_seconds", map[string]string{"method": "post", "code": "200"}},
 		{"refusal source", "epoxy_extensions_refusals_total", map[string]string{"endpoint": "node_delete", "reason": "source"}},
-		{"refusal budget", "epoxy_extensions_refusals_total", map[string]string{"endpoint": "allocate_k8s_token_v2", "reason": "token_budget"}},
+		{"refusal token limit", "epoxy_extensions_refusals_total", map[string]string{"endpoint": "allocate_k8s_token_v2", "reason": "token_limit"}},
 		{"refusal busy", "epoxy_extensions_refusals_total", map[string]string{"endpoint": "allocate_k8s_token_v1", "reason": "busy"}},
 		{"refusal password", "epoxy_extensions_refusals_total", map[string]string{"endpoint": "bmc_store_password", "reason": "password"}},
 		{"backend failure dns", "epoxy_extensions_backend_failures_total", map[string]string{"backend": "dns"}},

@@ -8,17 +8,14 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
-)
 
-// Runner runs a program and returns its stdout.
-type Runner interface {
-	Run(ctx context.Context, path string, args ...string) ([]byte, error)
-}
+	"github.com/m-lab/epoxy-extensions/command"
+)
 
 // Kubectl deletes nodes by running `kubectl delete node`.
 type Kubectl struct {
 	// Runner runs kubectl.
-	Runner Runner
+	Runner command.Runner
 	// BinDir holds the kubectl binary.
 	BinDir string
 	// Kubeconfig, when set, is passed to kubectl as --kubeconfig.

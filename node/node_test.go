@@ -15,8 +15,8 @@ import (
 )
 
 var (
-	_ node.Runner = command.Exec{}
-	_ node.Runner = (*fakeRunner)(nil)
+	_ command.Runner = command.Exec{}
+	_ command.Runner = (*fakeRunner)(nil)
 )
 
 // fakeRunner records each run and returns err.

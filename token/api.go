@@ -2,16 +2,20 @@ package token
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"fmt"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	utilnet "k8s.io/apimachinery/pkg/util/net"
 	bootstrapapi "k8s.io/cluster-bootstrap/token/api"
 	bootstraputil "k8s.io/cluster-bootstrap/token/util"
-	"k8s.io/cluster-bootstrap/util/tokens"
 
 	"github.com/m-lab/epoxy-extensions/kube"
 )
@@ -21,83 +25,201 @@ import (
 // join the cluster.
 const NodeGroup = "system:bootstrappers:kubeadm:default-node-token"
 
-// SecretCreator creates a Secret: client-go's SecretInterface for
-// kube-system has this method.
-type SecretCreator interface {
+// SecretClient creates, reads and deletes Secrets in kube-system:
+// client-go's SecretInterface has these methods.
+type SecretClient interface {
 	Create(ctx context.Context, secret *corev1.Secret, opts metav1.CreateOptions) (*corev1.Secret, error)
+	Get(ctx context.Context, name string, opts metav1.GetOptions) (*corev1.Secret, error)
+	Delete(ctx context.Context, name string, opts metav1.DeleteOptions) error
 }
 
-// API creates tokens through the Kubernetes API, writing the very Secret
-// `kubeadm token create` writes, in about a millisecond instead of a
-// process start.
+// API keeps tokens as bootstrap-token Secrets through the Kubernetes API,
+// writing the very Secret `kubeadm token create` writes, in about a
+// millisecond instead of a process start. It is a Store.
 type API struct {
-	// Secrets creates Secrets in kube-system.
-	Secrets SecretCreator
+	// Secrets reaches Secrets in kube-system.
+	Secrets SecretClient
 	// Cluster is the API address and CA hash returned with every token.
-	Cluster kube.Cluster
-	// TTL is the lifetime of each token.
-	TTL time.Duration
-	// Timeout bounds one Create, retries included.
+	Cluster *ClusterValue
+	// Timeout bounds each API call, retries included.
 	Timeout time.Duration
-
-	now      func() time.Time       // time.Now when nil
-	generate func() (string, error) // bootstraputil.GenerateBootstrapToken when nil
 }
 
-// ErrTokenCollision means every fresh token id was already taken: vanishingly
-// unlikely with random ids, so a sign that token generation is broken.
-var ErrTokenCollision = errors.New("bootstrap token id already in use")
+var _ Store = (*API)(nil)
 
-// maxIDAttempts is how many fresh ids Create tries before giving up.
-const maxIDAttempts = 3
+// ClusterValue holds the join details, which may change while the server
+// runs (a CA rotation rewrites cluster-info). It is safe for concurrent use.
+type ClusterValue struct{ v atomic.Pointer[kube.Cluster] }
 
-// Create makes a new token for host (empty for a machine that sent no
-// name) and returns its join details. Unlike kubeadm, which creates or
-// updates, it only ever creates: an id that already exists belongs to
-// another machine's token, so Create draws a new one rather than overwrite
-// it. A create whose answer was lost may leave an unused Secret behind; it
-// expires with TTL.
-func (a *API) Create(ctx context.Context, host string) (Join, error) {
-	if a.TTL <= 0 {
-		// A Secret without expiration would be a join credential for ever.
-		return Join{}, fmt.Errorf("token TTL %v is not positive", a.TTL)
-	}
+// NewClusterValue returns a ClusterValue holding c.
+func NewClusterValue(c kube.Cluster) *ClusterValue {
+	v := &ClusterValue{}
+	v.Store(c)
+	return v
+}
+
+// Load returns the current join details.
+func (v *ClusterValue) Load() kube.Cluster { return *v.v.Load() }
+
+// Store replaces the join details.
+func (v *ClusterValue) Store(c kube.Cluster) { v.v.Store(&c) }
+
+// cleanupTimeout bounds removing a token whose create failed half-way.
+const cleanupTimeout = 2 * time.Second
+
+func (a *API) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
 	if a.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, a.Timeout)
-		defer cancel()
+		return context.WithTimeout(ctx, a.Timeout)
 	}
-	generate, now := a.generate, a.now
-	if generate == nil {
-		generate = bootstraputil.GenerateBootstrapToken
+	return context.WithCancel(ctx)
+}
+
+// Put creates the bootstrap-token Secret of tok. Unlike kubeadm, which
+// creates or updates, it only ever creates: an id already taken is never
+// overwritten (ErrSlotTaken). When a retried create finds the Secret its own
+// lost answer made, that is success; when the create fails after the API
+// server may have stored it, Put deletes it again, so that a failure leaves
+// no usable token behind.
+func (a *API) Put(ctx context.Context, tok, description string, expires time.Time) (Join, error) {
+	id, secret, ok := strings.Cut(tok, ".")
+	if !ok {
+		return Join{}, errors.New("token is not of the form id.secret")
 	}
-	if now == nil {
-		now = time.Now
+	s := BootstrapSecret(id, secret, description, expires)
+	cctx, cancel := a.withTimeout(ctx)
+	defer cancel()
+	err := kube.Call(cctx, "create_secret", func(ctx context.Context) error {
+		_, err := a.Secrets.Create(ctx, s, metav1.CreateOptions{})
+		return err
+	})
+	if apierrors.IsAlreadyExists(err) {
+		if mine, _ := a.holds(cctx, id, secret); mine {
+			err = nil // an earlier attempt's answer was lost: the Secret is ours
+		} else {
+			return Join{}, fmt.Errorf("creating Secret %s/%s: %w", s.Namespace, s.Name, ErrSlotTaken)
+		}
 	}
-	for range maxIDAttempts {
-		token, err := generate()
+	if err != nil {
+		if mayBeStored(err) {
+			a.cleanup(id, secret)
+		}
+		return Join{}, fmt.Errorf("creating Secret %s/%s: %w", s.Namespace, s.Name, err)
+	}
+	c := a.Cluster.Load()
+	return Join{APIAddress: c.APIAddress, Token: tok, CAHash: c.CAHash}, nil
+}
+
+// mayBeStored reports whether a create that failed with err may have been
+// stored all the same: not when the client never sent it (its rate limiter)
+// or the API server refused it with a client error (4xx, 429 included).
+func mayBeStored(err error) bool {
+	if errors.Is(err, kube.ErrOverloaded) || utilnet.IsConnectionRefused(err) {
+		return false
+	}
+	var status apierrors.APIStatus
+	if errors.As(err, &status) {
+		code := status.Status().Code
+		return code == 0 || code >= 500
+	}
+	return true
+}
+
+// holds reports whether the Secret of id holds secret, and returns it.
+func (a *API) holds(ctx context.Context, id, secret string) (bool, *corev1.Secret) {
+	var s *corev1.Secret
+	err := kube.Call(ctx, "get_secret", func(ctx context.Context) error {
+		var err error
+		s, err = a.Secrets.Get(ctx, bootstraputil.BootstrapTokenSecretName(id), metav1.GetOptions{})
+		return err
+	})
+	if err != nil {
+		return false, nil
+	}
+	got := s.Data[bootstrapapi.BootstrapTokenSecretKey]
+	return subtle.ConstantTimeCompare(got, []byte(secret)) == 1, s
+}
+
+// cleanup deletes the Secret of id if it holds secret: a create that failed
+// as far as the caller knows may have been stored all the same. One
+// attempt each to read and delete, within cleanupTimeout, so that a failing
+// API server does not hold the answer up. A Secret still left behind (the
+// API server unreachable even for this) holds one of the host's slots until
+// it expires with its TTL: the count stays right, the host has one token
+// fewer to get meanwhile.
+func (a *API) cleanup(id, secret string) {
+	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+	defer cancel()
+	s, err := a.Secrets.Get(ctx, bootstraputil.BootstrapTokenSecretName(id), metav1.GetOptions{})
+	if err != nil || subtle.ConstantTimeCompare(s.Data[bootstrapapi.BootstrapTokenSecretKey], []byte(secret)) != 1 {
+		return
+	}
+	uid, rv := s.UID, s.ResourceVersion
+	_ = a.Secrets.Delete(ctx, s.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid, ResourceVersion: &rv}})
+}
+
+// Get returns the Secret of token id.
+func (a *API) Get(ctx context.Context, id string) (Slot, bool, error) {
+	ctx, cancel := a.withTimeout(ctx)
+	defer cancel()
+	name := bootstraputil.BootstrapTokenSecretName(id)
+	var s *corev1.Secret
+	err := kube.Call(ctx, "get_secret", func(ctx context.Context) error {
+		var err error
+		s, err = a.Secrets.Get(ctx, name, metav1.GetOptions{})
+		return err
+	})
+	if apierrors.IsNotFound(err) {
+		return Slot{}, false, nil
+	}
+	if err != nil {
+		return Slot{}, false, fmt.Errorf("reading Secret %s/%s: %w", metav1.NamespaceSystem, name, err)
+	}
+	return slotOf(id, s), true, nil
+}
+
+// slotOf reads what Slots needs from the Secret of token id. A Secret that
+// is no bootstrap token has no description and no owner.
+func slotOf(id string, s *corev1.Secret) Slot {
+	slot := Slot{ID: id, UID: string(s.UID), ResourceVersion: s.ResourceVersion, Created: s.CreationTimestamp.Time}
+	if s.Type != bootstrapapi.SecretTypeBootstrapToken {
+		return slot
+	}
+	slot.Description = string(s.Data[bootstrapapi.BootstrapTokenDescriptionKey])
+	if exp := s.Data[bootstrapapi.BootstrapTokenExpirationKey]; len(exp) > 0 {
+		t, err := time.Parse(time.RFC3339, string(exp))
 		if err != nil {
-			return Join{}, fmt.Errorf("generating a bootstrap token: %w", err)
+			t = time.Unix(0, 0) // unreadable: the API server treats it as expired too
 		}
-		id, secret, err := tokens.ParseToken(token)
-		if err != nil {
-			// ParseToken's error quotes the token: never pass it on.
-			return Join{}, errors.New("generated bootstrap token is not of the form id.secret")
-		}
-		s := BootstrapSecret(id, secret, Description(host), now().Add(a.TTL))
-		err = kube.Call(ctx, "create_secret", func(ctx context.Context) error {
-			_, err := a.Secrets.Create(ctx, s, metav1.CreateOptions{})
-			return err
-		})
-		if apierrors.IsAlreadyExists(err) {
-			continue
-		}
-		if err != nil {
-			return Join{}, fmt.Errorf("creating Secret %s/%s: %w", s.Namespace, s.Name, err)
-		}
-		return Join{APIAddress: a.Cluster.APIAddress, Token: token, CAHash: a.Cluster.CAHash}, nil
+		slot.Expires = t
 	}
-	return Join{}, ErrTokenCollision
+	return slot
+}
+
+// Remove deletes the Secret of s if it is still that object.
+func (a *API) Remove(ctx context.Context, s Slot) error {
+	ctx, cancel := a.withTimeout(ctx)
+	defer cancel()
+	return a.remove(ctx, bootstraputil.BootstrapTokenSecretName(s.ID), types.UID(s.UID), s.ResourceVersion)
+}
+
+func (a *API) remove(ctx context.Context, name string, uid types.UID, rv string) error {
+	opts := metav1.DeleteOptions{Preconditions: &metav1.Preconditions{}}
+	if uid != "" {
+		opts.Preconditions.UID = &uid
+	}
+	if rv != "" {
+		opts.Preconditions.ResourceVersion = &rv
+	}
+	err := kube.Call(ctx, "delete_secret", func(ctx context.Context) error {
+		return a.Secrets.Delete(ctx, name, opts)
+	})
+	if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
+		return fmt.Errorf("deleting Secret %s/%s: %w", metav1.NamespaceSystem, name, ErrSlotChanged)
+	}
+	if err != nil {
+		return fmt.Errorf("deleting Secret %s/%s: %w", metav1.NamespaceSystem, name, err)
+	}
+	return nil
 }
 
 // BootstrapSecret is the Secret `kubeadm token create --ttl TTL

@@ -3,9 +3,9 @@ package token
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"regexp"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -13,45 +13,10 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 
 	"github.com/m-lab/epoxy-extensions/kube"
 )
-
-var (
-	_ SecretCreator = (*fakeSecrets)(nil)
-	_ SecretCreator = corev1client.SecretInterface(nil)
-)
-
-// fakeSecrets records the Secrets it is asked to create and answers call i
-// (from 0) with errs[i], or success when errs has no such entry. With
-// block, it waits for ctx instead and returns its error.
-type fakeSecrets struct {
-	errs  []error
-	block bool
-
-	mu   sync.Mutex
-	got  []*corev1.Secret
-	ctxs []context.Context
-}
-
-func (f *fakeSecrets) Create(ctx context.Context, s *corev1.Secret, opts metav1.CreateOptions) (*corev1.Secret, error) {
-	f.mu.Lock()
-	i := len(f.got)
-	f.got = append(f.got, s.DeepCopy())
-	f.ctxs = append(f.ctxs, ctx)
-	f.mu.Unlock()
-	if f.block {
-		<-ctx.Done()
-		return nil, ctx.Err()
-	}
-	if i < len(f.errs) && f.errs[i] != nil {
-		return nil, f.errs[i]
-	}
-	return s.DeepCopy(), nil
-}
 
 var (
 	joinTokenRE = regexp.MustCompile(`^[a-z0-9]{6}\.[a-z0-9]{16}$`)
@@ -113,182 +78,74 @@ func checkSecret(t *testing.T, s *corev1.Secret, id string, data map[string]stri
 	}
 }
 
-func TestAPICreate(t *testing.T) {
-	const host = "mlab1-lga01.mlab-oti.measurement-lab.org"
-	tokA, tokB, tokC := "abcdef.0123456789abcdef", "ghijkl.0123456789abcdef", "mnopqr.0123456789abcdef"
-	exists := apierrors.NewAlreadyExists(secretsGR, "bootstrap-token-abcdef")
-	tests := []struct {
-		name      string
-		host      string
-		errs      []error
-		wantIDs   []string // ids of the Secrets created, in order
-		wantToken string
-		wantErr   error
-	}{
-		{name: "named host", host: host, wantIDs: []string{"abcdef"}, wantToken: tokA},
-		{name: "unnamed host", host: "", wantIDs: []string{"abcdef"}, wantToken: tokA},
-		{name: "id taken: a new id", host: host, errs: []error{exists}, wantIDs: []string{"abcdef", "ghijkl"}, wantToken: tokB},
-		{name: "three ids taken", host: host, errs: []error{exists, exists, exists},
-			wantIDs: []string{"abcdef", "ghijkl", "mnopqr"}, wantErr: ErrTokenCollision},
-		{name: "transient error: same Secret again", host: host, errs: []error{apierrors.NewServiceUnavailable("starting")},
-			wantIDs: []string{"abcdef", "abcdef"}, wantToken: tokA},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			f := &fakeSecrets{errs: tc.errs}
-			a := &API{Secrets: f, Cluster: cluster, TTL: 5 * time.Minute, Timeout: 10 * time.Second,
-				now: func() time.Time { return clock }, generate: scripted(tokA, tokB, tokC)}
-
-			got, err := a.Create(context.Background(), tc.host)
-
-			if !errors.Is(err, tc.wantErr) {
-				t.Fatalf("Create(%q) error = %v, want %v", tc.host, err, tc.wantErr)
-			}
-			var ids []string
-			for _, s := range f.got {
-				ids = append(ids, string(s.Data["token-id"]))
-			}
-			if !slices.Equal(ids, tc.wantIDs) {
-				t.Errorf("Create(%q) created Secrets for ids %q, want %q", tc.host, ids, tc.wantIDs)
-			}
-			description := "Allow " + tc.host + " to join the cluster"
-			if tc.host == "" {
-				description = "Allow an unnamed machine to join the cluster"
-			}
-			for i, s := range f.got {
-				checkSecret(t, s, tc.wantIDs[i], wantData(tc.wantIDs[i], "0123456789abcdef", description))
-			}
-			if tc.wantErr != nil {
-				return
-			}
-			want := Join{APIAddress: cluster.APIAddress, Token: tc.wantToken, CAHash: cluster.CAHash}
-			if got != want {
-				t.Errorf("Create(%q) = %+v, want %+v", tc.host, got, want)
-			}
-		})
-	}
-}
-
-func TestAPICreateFails(t *testing.T) {
-	const host = "mlab1-lga01.mlab-oti.measurement-lab.org"
-	const secret = "0123456789abcdef"
-	forbidden := apierrors.NewForbidden(secretsGR, "bootstrap-token-abcdef", errors.New("RBAC"))
-	tests := []struct {
-		name        string
-		ttl         time.Duration
-		generate    func() (string, error)
-		errs        []error
-		wantCreates int
-		wantErr     func(error) bool
-	}{
-		{name: "forbidden", ttl: time.Minute, errs: []error{forbidden}, wantCreates: 1,
-			wantErr: func(err error) bool { return apierrors.IsForbidden(err) && errors.Is(err, forbidden) }},
-		{name: "zero TTL", ttl: 0},
-		{name: "negative TTL", ttl: -time.Minute},
-		{name: "generator fails", ttl: time.Minute, generate: scripted()},
-		{name: "malformed token", ttl: time.Minute, generate: scripted("abcdef-" + secret)},
-		{name: "upper-case token", ttl: time.Minute, generate: scripted("ABCDEF." + strings.ToUpper(secret))},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			f := &fakeSecrets{errs: tc.errs}
-			generate := tc.generate
-			if generate == nil {
-				generate = scripted("abcdef." + secret)
-			}
-			a := &API{Secrets: f, Cluster: cluster, TTL: tc.ttl, now: func() time.Time { return clock }, generate: generate}
-
-			got, err := a.Create(context.Background(), host)
-
-			if err == nil || (tc.wantErr != nil && !tc.wantErr(err)) {
-				t.Errorf("Create(%q) error = %v, not the error wanted", host, err)
-			}
-			if got != (Join{}) {
-				t.Errorf("Create(%q) = %+v with an error, want the zero Join", host, got)
-			}
-			if len(f.got) != tc.wantCreates {
-				t.Errorf("Create(%q) made %d create calls, want %d", host, len(f.got), tc.wantCreates)
-			}
-			if err != nil && strings.Contains(strings.ToLower(err.Error()), secret[:len(secret)-1]) {
-				t.Errorf("Create(%q) error %q contains the token secret", host, err)
-			}
-		})
-	}
-}
-
-func TestAPICreateTimeout(t *testing.T) {
-	tests := []struct {
-		name         string
-		timeout      time.Duration
-		block        bool
-		wantDeadline time.Duration // from now; 0 for none
-	}{
-		{name: "no timeout: the caller's context", timeout: 0},
-		{name: "timeout sets a deadline", timeout: time.Minute, wantDeadline: time.Minute},
-		{name: "timeout ends a hung create", timeout: 50 * time.Millisecond, block: true, wantDeadline: 50 * time.Millisecond},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			f := &fakeSecrets{block: tc.block}
-			a := &API{Secrets: f, Cluster: cluster, TTL: time.Minute, Timeout: tc.timeout}
-			start := time.Now()
-			_, err := a.Create(context.Background(), "")
-			elapsed := time.Since(start)
-			if tc.block {
-				if !errors.Is(err, context.DeadlineExceeded) {
-					t.Errorf("Create() error = %v, want a deadline", err)
-				}
-				if elapsed > tc.timeout+time.Second {
-					t.Errorf("Create() returned after %s, want about %s", elapsed, tc.timeout)
-				}
-			} else if err != nil {
-				t.Errorf("Create() error = %v", err)
-			}
-			if len(f.ctxs) != 1 {
-				t.Fatalf("Create() made %d create calls, want 1", len(f.ctxs))
-			}
-			deadline, ok := f.ctxs[0].Deadline()
-			if ok != (tc.wantDeadline > 0) {
-				t.Fatalf("create call had a deadline: %t, want %t", ok, tc.wantDeadline > 0)
-			}
-			if ok {
-				if d := deadline.Sub(start); d < tc.wantDeadline || d > tc.wantDeadline+time.Second {
-					t.Errorf("create call's deadline was %s after the start, want %s", d, tc.wantDeadline)
-				}
-			}
-		})
-	}
-}
-
-func TestAPICreateRealGenerator(t *testing.T) {
-	f := &fakeSecrets{}
-	a := &API{Secrets: f, Cluster: cluster, TTL: time.Minute}
-	var toks []string
-	for range 2 {
-		j, err := a.Create(context.Background(), "mlab1-lga01.mlab-oti.measurement-lab.org")
-		if err != nil {
-			t.Fatalf("Create() error = %v", err)
-		}
-		if !joinTokenRE.MatchString(j.Token) {
-			t.Errorf("Create() token %q is not of the form [a-z0-9]{6}.[a-z0-9]{16}", j.Token)
-		}
-		toks = append(toks, j.Token)
-	}
-	if toks[0] == toks[1] {
-		t.Errorf("two Creates gave the same token %q", toks[0])
-	}
-	for i, s := range f.got {
-		if got := string(s.Data["token-id"]) + "." + string(s.Data["token-secret"]); got != toks[i] {
-			t.Errorf("Secret %d holds token %q, but Create returned %q", i, got, toks[i])
-		}
-	}
-}
-
 func TestName(t *testing.T) {
 	if got := (&API{}).Name(); got != "kube_api" {
 		t.Errorf("API.Name() = %q, want kube_api", got)
 	}
 	if got := (&Kubeadm{}).Name(); got != "kubeadm" {
 		t.Errorf("Kubeadm.Name() = %q, want kubeadm", got)
+	}
+}
+
+func TestMayBeStored(t *testing.T) {
+	tests := []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"throttled by the client", fmt.Errorf("x: %w", kube.ErrOverloaded), false},
+		{"forbidden", apierrors.NewForbidden(secretsGR, "x", errors.New("RBAC")), false},
+		{"invalid", apierrors.NewBadRequest("bad"), false},
+		{"server error", apierrors.NewInternalError(errors.New("etcd")), true},
+		{"timeout", apierrors.NewTimeoutError("slow", 1), true},
+		{"deadline", context.DeadlineExceeded, true},
+		{"transport", errors.New("connection reset"), true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := mayBeStored(tc.err); got != tc.want {
+				t.Errorf("mayBeStored(%v) = %t, want %t", tc.err, got, tc.want)
+			}
+		})
+	}
+}
+
+// TestAPISecretIsKubeadms checks the Secret a token is stored as: exactly
+// kubeadm's, with the slot's id and the generator's secret, and the token
+// returned is the one stored. Generator failures and malformed tokens are
+// errors that never quote the token.
+func TestAPISecretIsKubeadms(t *testing.T) {
+	const secret = "0123456789abcdef"
+	tests := []struct {
+		name     string
+		host     string
+		generate func() (string, error)
+		wantErr  bool
+	}{
+		{name: "named host", host: slotHost, generate: scripted("zzzzzz." + secret)},
+		{name: "unnamed host", host: "", generate: scripted("zzzzzz." + secret)},
+		{name: "generator fails", host: slotHost, generate: scripted(), wantErr: true},
+		{name: "malformed token", host: slotHost, generate: scripted("zzzzzz-" + secret), wantErr: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s, f := newSlots(3)
+			s.generate = tc.generate
+			join, err := s.Create(context.Background(), tc.host)
+			if tc.wantErr {
+				if err == nil || strings.Contains(err.Error(), secret) {
+					t.Errorf("Create() error = %v, want one without the secret", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			id := SlotID(tc.host, 0)
+			if want := id + "." + secret; join.Token != want || !joinTokenRE.MatchString(join.Token) {
+				t.Errorf("token = %q, want %q", join.Token, want)
+			}
+			checkSecret(t, f.secret(id), id, wantData(id, secret, Description(tc.host)))
+		})
 	}
 }

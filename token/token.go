@@ -1,12 +1,17 @@
 // Package token creates Kubernetes bootstrap tokens and returns what a
-// machine needs to join the cluster: Kubeadm runs `kubeadm token create`, API
-// writes the same bootstrap-token Secret through the Kubernetes API.
+// machine needs to join the cluster. Slots caps the live tokens of each host
+// with the cluster as the only record, and revokes them; it keeps them in a
+// Store: Kubeadm runs `kubeadm token create` and kubectl, API writes the same
+// bootstrap-token Secret through the Kubernetes API. RevokeOnReady revokes a
+// host's tokens once its Node is Ready.
 package token
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -14,6 +19,7 @@ import (
 
 	"github.com/m-lab/epoxy-extensions/command"
 	"github.com/m-lab/epoxy-extensions/kube"
+	"github.com/m-lab/epoxy-extensions/redact"
 )
 
 // Join is what a machine needs to join the cluster, as printed by
@@ -24,44 +30,97 @@ type Join struct {
 	CAHash     string `json:"ca_hash"`
 }
 
-// Runner runs a program and returns its stdout.
-type Runner interface {
-	Run(ctx context.Context, path string, args ...string) ([]byte, error)
-}
-
-// Kubeadm creates tokens by running `kubeadm token create`.
+// Kubeadm keeps tokens with the programs M-Lab's server runs: it creates
+// them with `kubeadm token create ID.SECRET`, reads and deletes their
+// Secrets with kubectl. It is a Store.
 type Kubeadm struct {
-	// Runner runs kubeadm.
-	Runner Runner
-	// BinDir holds the kubeadm binary.
+	// Runner runs kubeadm and kubectl.
+	Runner command.Runner
+	// BinDir holds the kubeadm and kubectl binaries.
 	BinDir string
-	// Kubeconfig, when set, is passed to kubeadm as --kubeconfig.
+	// Kubeconfig, when set, is passed to kubeadm and kubectl as --kubeconfig.
 	Kubeconfig string
 	// TTL is the lifetime of each token.
 	TTL time.Duration
 }
 
+var _ Store = (*Kubeadm)(nil)
+
 // ErrBadOutput means kubeadm succeeded but printed something that is not a
 // join command we can trust.
 var ErrBadOutput = errors.New("unexpected kubeadm output")
 
-// Create makes a new token for host (which may be empty, for a control-plane
-// machine that asks without a name) and returns its join details. Every call
-// returns its own result; nothing is shared between calls.
-func (k *Kubeadm) Create(ctx context.Context, host string) (Join, error) {
-	args := []string{"token", "create",
-		"--ttl", k.TTL.String(),
-		"--print-join-command",
-		"--description", Description(host),
+// Put runs `kubeadm token create --config FILE --print-join-command` and
+// returns the join details it prints. FILE, readable only by this user and
+// removed afterwards, holds the token with its TTL and description: on the
+// command line the token would be visible to every local user in the
+// process list. kubeadm refuses an id that exists ("already exists"), which
+// Put returns as ErrSlotTaken.
+func (k *Kubeadm) Put(ctx context.Context, tok, description string, _ time.Time) (Join, error) {
+	cfg, err := k.writeConfig(tok, description)
+	if err != nil {
+		return Join{}, err
 	}
+	defer os.Remove(cfg)
+	args := []string{"token", "create", "--config", cfg, "--print-join-command"}
 	if k.Kubeconfig != "" {
 		args = append(args, "--kubeconfig", k.Kubeconfig)
 	}
 	out, err := k.Runner.Run(ctx, filepath.Join(k.BinDir, "kubeadm"), args...)
 	if err != nil {
+		if strings.Contains(err.Error(), "already exists") {
+			return Join{}, fmt.Errorf("kubeadm token create: %w", ErrSlotTaken)
+		}
 		return Join{}, fmt.Errorf("kubeadm token create: %w", err)
 	}
 	return ParseJoinCommand(string(out))
+}
+
+// initConfig is the part of kubeadm's InitConfiguration (v1beta4, kubeadm
+// 1.31 and later) that `kubeadm token create --config` reads: one bootstrap
+// token with kubeadm's default usages and group.
+type initConfig struct {
+	APIVersion      string           `json:"apiVersion"`
+	Kind            string           `json:"kind"`
+	BootstrapTokens []bootstrapToken `json:"bootstrapTokens"`
+}
+
+type bootstrapToken struct {
+	Token       string   `json:"token"`
+	Description string   `json:"description,omitempty"`
+	TTL         string   `json:"ttl"`
+	Usages      []string `json:"usages"`
+	Groups      []string `json:"groups"`
+}
+
+// writeConfig writes the kubeadm configuration for tok (JSON, which kubeadm
+// reads as YAML) to a new file only this user can read, and returns its
+// path.
+func (k *Kubeadm) writeConfig(tok, description string) (string, error) {
+	b, err := json.Marshal(initConfig{
+		APIVersion: "kubeadm.k8s.io/v1beta4",
+		Kind:       "InitConfiguration",
+		BootstrapTokens: []bootstrapToken{{
+			Token: tok, Description: description, TTL: k.TTL.String(),
+			Usages: []string{"signing", "authentication"}, Groups: []string{NodeGroup},
+		}},
+	})
+	if err != nil {
+		return "", fmt.Errorf("kubeadm configuration: %w", err)
+	}
+	f, err := os.CreateTemp("", "epoxy-extensions-token-*.json") // mode 0600
+	if err != nil {
+		return "", fmt.Errorf("kubeadm configuration: %w", err)
+	}
+	_, err = f.Write(b)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return "", fmt.Errorf("kubeadm configuration: %w", err)
+	}
+	return f.Name(), nil
 }
 
 // Description is the token description kubeadm stores for host.
@@ -103,7 +162,7 @@ func ParseJoinCommand(out string) (Join, error) {
 			continue // a flag without a value
 		case "--token", "--discovery-token-ca-cert-hash", "--certificate-key":
 		default:
-			return Join{}, fmt.Errorf("%w: unknown flag %q", ErrBadOutput, command.Redact(name))
+			return Join{}, fmt.Errorf("%w: unknown flag %q", ErrBadOutput, redact.String(name))
 		}
 		if !hasValue {
 			if i+1 >= len(fields) {
@@ -120,7 +179,7 @@ func ParseJoinCommand(out string) (Join, error) {
 			j.Token = value
 		case "--discovery-token-ca-cert-hash":
 			if !caHashRE.MatchString(value) {
-				return Join{}, fmt.Errorf("%w: malformed CA hash %q", ErrBadOutput, command.Redact(value))
+				return Join{}, fmt.Errorf("%w: malformed CA hash %q", ErrBadOutput, redact.String(value))
 			}
 			if j.CAHash == "" {
 				j.CAHash = value
@@ -131,7 +190,7 @@ func ParseJoinCommand(out string) (Join, error) {
 		return Join{}, fmt.Errorf("%w: missing API address, token or CA hash", ErrBadOutput)
 	}
 	if !kube.ValidAddress(j.APIAddress) {
-		return Join{}, fmt.Errorf("%w: API address %q is not host:port", ErrBadOutput, command.Redact(j.APIAddress))
+		return Join{}, fmt.Errorf("%w: API address %q is not host:port", ErrBadOutput, redact.String(j.APIAddress))
 	}
 	return j, nil
 }

@@ -2,9 +2,11 @@ package token_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"regexp"
 	"slices"
 	"strings"
@@ -18,8 +20,8 @@ import (
 
 // Both the real runner and the fake satisfy the interface Kubeadm needs.
 var (
-	_ token.Runner = command.Exec{}
-	_ token.Runner = (*fakeRunner)(nil)
+	_ command.Runner = command.Exec{}
+	_ command.Runner = (*fakeRunner)(nil)
 )
 
 const (
@@ -227,7 +229,38 @@ func (f *fakeRunner) Run(ctx context.Context, path string, args ...string) ([]by
 
 type ctxKey struct{}
 
-func TestKubeadmCreate(t *testing.T) {
+// configFile is the kubeadm configuration Kubeadm.Put writes.
+type configFile struct {
+	APIVersion, Kind string
+	BootstrapTokens  []struct {
+		Token, Description, TTL string
+		Usages, Groups          []string
+	}
+}
+
+// readConfig reads the configuration at path, which must be readable by
+// its owner alone.
+func readConfig(t *testing.T, path string) configFile {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatalf("kubeadm configuration: %v", err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("kubeadm configuration has mode %v, want 0600", fi.Mode().Perm())
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c configFile
+	if err := json.Unmarshal(b, &c); err != nil {
+		t.Fatalf("kubeadm configuration %q: %v", b, err)
+	}
+	return c
+}
+
+func TestKubeadmPut(t *testing.T) {
 	errRun := errors.New("kubeadm: exit status 1: stderr: \"error: timed out\"")
 	tests := []struct {
 		name       string
@@ -245,7 +278,7 @@ func TestKubeadmCreate(t *testing.T) {
 			kubeadm: token.Kubeadm{BinDir: "/usr/bin", TTL: 5 * time.Minute},
 			host:    "mlab1-lga01.mlab-oti.measurement-lab.org",
 			out:     plainOutput,
-			wantArgs: []string{"token", "create", "--ttl", "5m0s", "--print-join-command",
+			wantArgs: []string{"token", "create", tok, "--ttl", "5m0s", "--print-join-command",
 				"--description", "Allow mlab1-lga01.mlab-oti.measurement-lab.org to join the cluster"},
 			want: token.Join{APIAddress: "10.0.0.1:6443", Token: tok, CAHash: hashA},
 		},
@@ -254,7 +287,7 @@ func TestKubeadmCreate(t *testing.T) {
 			kubeadm: token.Kubeadm{BinDir: "/opt/k8s/bin", Kubeconfig: "/etc/kubernetes/admin.conf", TTL: 5 * time.Minute},
 			host:    "mlab1-lga01.mlab-oti.measurement-lab.org-d9h6",
 			out:     controlPlaneOutput,
-			wantArgs: []string{"token", "create", "--ttl", "5m0s", "--print-join-command",
+			wantArgs: []string{"token", "create", tok, "--ttl", "5m0s", "--print-join-command",
 				"--description", "Allow mlab1-lga01.mlab-oti.measurement-lab.org-d9h6 to join the cluster",
 				"--kubeconfig", "/etc/kubernetes/admin.conf"},
 			want: token.Join{APIAddress: "10.0.0.1:6443", Token: tok, CAHash: hashA},
@@ -264,7 +297,7 @@ func TestKubeadmCreate(t *testing.T) {
 			kubeadm: token.Kubeadm{BinDir: "/usr/bin", TTL: 10 * time.Minute},
 			host:    "",
 			out:     severalCAsOutput,
-			wantArgs: []string{"token", "create", "--ttl", "10m0s", "--print-join-command",
+			wantArgs: []string{"token", "create", tok, "--ttl", "10m0s", "--print-join-command",
 				"--description", "Allow an unnamed machine to join the cluster"},
 			want: token.Join{APIAddress: "10.0.0.1:6443", Token: tok, CAHash: hashA},
 		},
@@ -273,7 +306,7 @@ func TestKubeadmCreate(t *testing.T) {
 			kubeadm: token.Kubeadm{BinDir: "/usr/bin", TTL: 5 * time.Minute},
 			host:    "mlab1-lga01.mlab-oti.measurement-lab.org",
 			runErr:  errRun,
-			wantArgs: []string{"token", "create", "--ttl", "5m0s", "--print-join-command",
+			wantArgs: []string{"token", "create", tok, "--ttl", "5m0s", "--print-join-command",
 				"--description", "Allow mlab1-lga01.mlab-oti.measurement-lab.org to join the cluster"},
 			wantErrIs:  errRun,
 			wantNotBad: true,
@@ -283,9 +316,19 @@ func TestKubeadmCreate(t *testing.T) {
 			kubeadm: token.Kubeadm{BinDir: "/usr/bin", TTL: 5 * time.Minute},
 			host:    "mlab1-lga01.mlab-oti.measurement-lab.org",
 			runErr:  fmt.Errorf("/usr/bin/kubeadm killed: %w", context.DeadlineExceeded),
-			wantArgs: []string{"token", "create", "--ttl", "5m0s", "--print-join-command",
+			wantArgs: []string{"token", "create", tok, "--ttl", "5m0s", "--print-join-command",
 				"--description", "Allow mlab1-lga01.mlab-oti.measurement-lab.org to join the cluster"},
 			wantErrIs:  context.DeadlineExceeded,
+			wantNotBad: true,
+		},
+		{
+			name:    "an id that exists is a taken slot",
+			kubeadm: token.Kubeadm{BinDir: "/usr/bin", TTL: 5 * time.Minute},
+			host:    "mlab1-lga01.mlab-oti.measurement-lab.org",
+			runErr:  errors.New("/usr/bin/kubeadm: exit status 1: stderr: \"error: a token with id \\\"abcdef\\\" already exists\""),
+			wantArgs: []string{"token", "create", tok, "--ttl", "5m0s", "--print-join-command",
+				"--description", "Allow mlab1-lga01.mlab-oti.measurement-lab.org to join the cluster"},
+			wantErrIs:  token.ErrSlotTaken,
 			wantNotBad: true,
 		},
 		{
@@ -293,19 +336,27 @@ func TestKubeadmCreate(t *testing.T) {
 			kubeadm: token.Kubeadm{BinDir: "/usr/bin", TTL: 5 * time.Minute},
 			host:    "mlab1-lga01.mlab-oti.measurement-lab.org",
 			out:     "W1120 10:00:00.000000 1 warnings.go:70] something\n" + tok + "\n",
-			wantArgs: []string{"token", "create", "--ttl", "5m0s", "--print-join-command",
+			wantArgs: []string{"token", "create", tok, "--ttl", "5m0s", "--print-join-command",
 				"--description", "Allow mlab1-lga01.mlab-oti.measurement-lab.org to join the cluster"},
 			wantErrIs: token.ErrBadOutput,
 		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			r := &fakeRunner{out: tc.out, err: tc.runErr}
+			var cfgPath string
+			var cfg configFile
+			r := &fakeRunner{answer: func(args []string) (string, error) {
+				if len(args) > 3 && args[2] == "--config" {
+					cfgPath = args[3]
+					cfg = readConfig(t, cfgPath)
+				}
+				return tc.out, tc.runErr
+			}}
 			k := tc.kubeadm
 			k.Runner = r
 			ctx := context.WithValue(context.Background(), ctxKey{}, tc.name)
 
-			got, err := k.Create(ctx, tc.host)
+			got, err := k.Put(ctx, tok, token.Description(tc.host), time.Time{})
 
 			if len(r.calls) != 1 {
 				t.Fatalf("Create ran kubeadm %d times, want once", len(r.calls))
@@ -314,8 +365,25 @@ func TestKubeadmCreate(t *testing.T) {
 			if want := k.BinDir + "/kubeadm"; c.path != want {
 				t.Errorf("Create ran %q, want %q", c.path, want)
 			}
-			if !slices.Equal(c.args, tc.wantArgs) {
-				t.Errorf("Create ran kubeadm with args\n%q\nwant\n%q", c.args, tc.wantArgs)
+			if slices.Contains(c.args, tok) || slices.Contains(c.args, secret) {
+				t.Errorf("the token is on kubeadm's command line: %q", c.args)
+			}
+			if _, err := os.Stat(cfgPath); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("the configuration file %s is still there after the run (%v)", cfgPath, err)
+			}
+			// The configuration as the flags kubeadm would otherwise get.
+			if i := slices.Index(c.args, "--print-join-command"); i == 4 && c.args[2] == "--config" && len(cfg.BootstrapTokens) == 1 {
+				bt := cfg.BootstrapTokens[0]
+				legacy := append([]string{"token", "create", bt.Token, "--ttl", bt.TTL, "--print-join-command", "--description", bt.Description}, c.args[5:]...)
+				if !slices.Equal(legacy, tc.wantArgs) {
+					t.Errorf("Create ran kubeadm with config and args amounting to\n%q\nwant\n%q", legacy, tc.wantArgs)
+				}
+				if cfg.APIVersion != "kubeadm.k8s.io/v1beta4" || cfg.Kind != "InitConfiguration" ||
+					!slices.Equal(bt.Usages, []string{"signing", "authentication"}) || !slices.Equal(bt.Groups, []string{token.NodeGroup}) {
+					t.Errorf("configuration %+v is not kubeadm's default token", cfg)
+				}
+			} else {
+				t.Errorf("Create ran kubeadm with args %q and configuration %+v", c.args, cfg)
 			}
 			if c.ctx.Value(ctxKey{}) != tc.name {
 				t.Errorf("Create did not pass its context to the runner")
@@ -345,17 +413,26 @@ func TestKubeadmCreate(t *testing.T) {
 
 // TestKubeadmCreateConcurrent checks that concurrent calls on one Kubeadm
 // each get the token kubeadm printed for them, never another caller's.
-func TestKubeadmCreateConcurrent(t *testing.T) {
+func TestKubeadmPutConcurrent(t *testing.T) {
 	const n = 200
 	r := &fakeRunner{answer: func(args []string) (string, error) {
-		i := slices.Index(args, "--description")
+		i := slices.Index(args, "--config")
 		if i < 0 || i+1 >= len(args) {
-			return "", errors.New("no --description")
+			return "", errors.New("no --config")
 		}
-		host := strings.TrimSuffix(strings.TrimPrefix(args[i+1], "Allow "), " to join the cluster")
+		b, err := os.ReadFile(args[i+1])
+		if err != nil {
+			return "", err
+		}
+		var cfg configFile
+		if err := json.Unmarshal(b, &cfg); err != nil || len(cfg.BootstrapTokens) != 1 {
+			return "", fmt.Errorf("configuration %q: %v", b, err)
+		}
+		desc := cfg.BootstrapTokens[0].Description
+		host := strings.TrimSuffix(strings.TrimPrefix(desc, "Allow "), " to join the cluster")
 		var id int
 		if _, err := fmt.Sscanf(host, "mlab-host-%d", &id); err != nil {
-			return "", fmt.Errorf("description %q: %w", args[i+1], err)
+			return "", fmt.Errorf("description %q: %w", desc, err)
 		}
 		return "kubeadm join 10.0.0.1:6443 --token " + tokenFor(id) + " --discovery-token-ca-cert-hash " + hashA + " \n", nil
 	}}
@@ -370,7 +447,7 @@ func TestKubeadmCreateConcurrent(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			<-start
-			got[i], errs[i] = k.Create(context.Background(), fmt.Sprintf("mlab-host-%d", i))
+			got[i], errs[i] = k.Put(context.Background(), tokenFor(i), token.Description(fmt.Sprintf("mlab-host-%d", i)), time.Time{})
 		}()
 	}
 	close(start)

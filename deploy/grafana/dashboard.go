@@ -64,7 +64,7 @@ var rows = []struct {
 		}},
 	}},
 	{"Refusals", []panel{
-		{"Refusals by reason", "Requests refused before reaching a backend, per second, by reason (source, method, decode, hostname, boot_too_old, token_budget, busy, …).", "reqps", []query{
+		{"Refusals by reason", "Requests refused before reaching a backend, per second, by reason (source, method, decode, hostname, boot_too_old, token_limit, busy, …).", "reqps", []query{
 			{`sum by (job, reason) (job_endpoint_reason:epoxy_extensions_refusals:rate5m)`, "{{reason}}"},
 		}},
 		{"Refusals by endpoint", "Refusals per second by endpoint (v1 and v2 tokens apart).", "reqps", []query{

@@ -1,0 +1,292 @@
+// Package connlimit bounds the connections an HTTP server holds open. When
+// the bound is reached, Accept waits (a new connection stays in the kernel's
+// backlog; it is never reset) until a connection closes, and makes room by
+// closing the connection that has waited longest without a request: an idle
+// keep-alive connection, or one that opened and has sent nothing for a
+// while. So thousands of idle connections cannot lock out a booting machine,
+// Prometheus or a liveness probe, and busy connections are never cut.
+//
+// When every connection is busy (a boot storm waiting on kubeadm), a small
+// reserve of further connections keeps health and metrics answerable: Gate
+// serves health requests on a reserve connection at once (and closes it
+// after), while any other request on one waits for a regular slot.
+package connlimit
+
+import (
+	"container/list"
+	"context"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/m-lab/epoxy-extensions/metrics"
+)
+
+// Reserve is how many connections beyond the limit are kept for health
+// and metrics requests.
+const Reserve = 16
+
+// RetryAfter is the Retry-After, in seconds, of a request shed at the limit.
+const RetryAfter = "5"
+
+// DefaultNewGrace is how long a new connection may stay silent before it
+// counts as idle and may make room for another.
+const DefaultNewGrace = time.Second
+
+// Limiter bounds the open connections of the listeners it wraps. Use Listen
+// on each listener and set the http.Server's ConnState to its ConnState.
+type Limiter struct {
+	max      int
+	newGrace time.Duration
+
+	mu       sync.Mutex
+	open     int        // regular slots taken
+	reserved int        // reserve slots taken
+	waiting  int        // reserve connections waiting for a regular slot
+	idle     *list.List // of *conn, oldest first
+	freed    chan struct{}
+}
+
+// New returns a Limiter for at most n open connections; n < 1 means 1.
+func New(n int) *Limiter {
+	return &Limiter{max: max(n, 1), newGrace: DefaultNewGrace, idle: list.New(), freed: make(chan struct{}, 1)}
+}
+
+// conn is an accepted connection: it frees its slot once, when closed.
+type conn struct {
+	net.Conn
+	l    *Limiter
+	once sync.Once
+	// Guarded by l.mu:
+	elem      *list.Element // in l.idle while idle
+	idleSince time.Time
+	fresh     bool // has not sent a request yet
+	reserve   bool // holds a reserve slot
+}
+
+// Close closes the connection and frees its slot.
+func (c *conn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() {
+		c.l.mu.Lock()
+		if c.elem != nil {
+			c.l.idle.Remove(c.elem)
+			c.elem = nil
+		}
+		reserve := c.reserve
+		c.l.mu.Unlock()
+		c.l.release(reserve)
+	})
+	return err
+}
+
+type listener struct {
+	net.Listener
+	l *Limiter
+}
+
+// Listen returns ln, whose Accept waits for a free slot.
+func (l *Limiter) Listen(ln net.Listener) net.Listener { return &listener{ln, l} }
+
+// Accept waits until a connection may be opened, then accepts it.
+func (ln *listener) Accept() (net.Conn, error) {
+	reserve := ln.l.acquire()
+	c, err := ln.Listener.Accept()
+	if err != nil {
+		ln.l.release(reserve)
+		return nil, err
+	}
+	tc := &conn{Conn: c, l: ln.l, reserve: reserve}
+	ln.l.mu.Lock()
+	tc.fresh = true
+	tc.idleSince = time.Now()
+	tc.elem = ln.l.idle.PushBack(tc)
+	ln.l.mu.Unlock()
+	return tc, nil
+}
+
+// acquire takes a slot, closing the longest-idle connection to make one
+// when all are taken, else a reserve slot, else waits for one to free. It
+// reports whether the slot is a reserve one.
+func (l *Limiter) acquire() bool {
+	for {
+		l.mu.Lock()
+		if l.open < l.max {
+			l.open++
+			metrics.OpenConnections.Set(float64(l.open + l.reserved))
+			l.mu.Unlock()
+			return false
+		}
+		victim, wait := l.evictable(time.Now())
+		if victim == nil && l.reserved < Reserve {
+			l.reserved++
+			metrics.OpenConnections.Set(float64(l.open + l.reserved))
+			l.mu.Unlock()
+			return true
+		}
+		l.mu.Unlock()
+		if victim != nil {
+			metrics.ConnectionsEvicted.Inc()
+			victim.Close()
+			continue
+		}
+		l.wait(context.Background(), wait)
+	}
+}
+
+// wait waits until a slot may have freed, for at most d.
+func (l *Limiter) wait(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-l.freed:
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+// promote moves c from a reserve slot to a regular one, waiting as Accept
+// would, until ctx ends.
+func (l *Limiter) promote(ctx context.Context, c *conn) error {
+	for {
+		l.mu.Lock()
+		if !c.reserve {
+			l.mu.Unlock()
+			return nil
+		}
+		if l.open < l.max {
+			l.open++
+			l.reserved--
+			c.reserve = false
+			l.mu.Unlock()
+			l.signal()
+			return nil
+		}
+		victim, wait := l.evictable(time.Now())
+		l.mu.Unlock()
+		if victim != nil {
+			metrics.ConnectionsEvicted.Inc()
+			victim.Close()
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		l.wait(ctx, wait)
+	}
+}
+
+// evictable returns the idle connection to close, or how long to wait
+// before one may be. Called with l.mu held.
+func (l *Limiter) evictable(now time.Time) (*conn, time.Duration) {
+	wait := 100 * time.Millisecond
+	for e := l.idle.Front(); e != nil; e = e.Next() {
+		c := e.Value.(*conn)
+		if !c.fresh {
+			return c, 0
+		}
+		if age := now.Sub(c.idleSince); age >= l.newGrace {
+			return c, 0
+		} else if l.newGrace-age < wait {
+			wait = l.newGrace - age
+		}
+	}
+	return nil, wait
+}
+
+// release frees a slot: a reserve one when reserve is set.
+func (l *Limiter) release(reserve bool) {
+	l.mu.Lock()
+	if reserve {
+		l.reserved--
+	} else {
+		l.open--
+	}
+	metrics.OpenConnections.Set(float64(l.open + l.reserved))
+	l.mu.Unlock()
+	l.signal()
+}
+
+func (l *Limiter) signal() {
+	select {
+	case l.freed <- struct{}{}:
+	default:
+	}
+}
+
+type connKey struct{}
+
+// ConnContext is for http.Server.ConnContext: it lets Gate find the
+// request's connection.
+func (l *Limiter) ConnContext(ctx context.Context, c net.Conn) context.Context {
+	return context.WithValue(ctx, connKey{}, c)
+}
+
+// Gate serves health requests (those priority accepts) on a reserve
+// connection at once, closing the connection afterwards so the reserve
+// frees again; any other request on a reserve connection first waits for a
+// regular slot, unless half the reserve is waiting already: then it gets an
+// empty 503 with Retry-After, so that waiting requests never crowd health
+// checks out. Requests on regular connections pass straight through.
+func (l *Limiter) Gate(next http.Handler, priority func(*http.Request) bool) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, ok := r.Context().Value(connKey{}).(*conn)
+		if ok {
+			l.mu.Lock()
+			reserve := c.reserve
+			l.mu.Unlock()
+			if reserve {
+				w.Header().Set("Connection", "close")
+				if !priority(r) {
+					l.mu.Lock()
+					full := l.waiting >= Reserve/2
+					if !full {
+						l.waiting++
+					}
+					l.mu.Unlock()
+					if full {
+						metrics.ConnectionsShed.Inc()
+						w.Header().Set("Retry-After", RetryAfter)
+						w.WriteHeader(http.StatusServiceUnavailable)
+						return
+					}
+					err := l.promote(r.Context(), c)
+					l.mu.Lock()
+					l.waiting--
+					l.mu.Unlock()
+					if err != nil {
+						return // the caller went away while waiting
+					}
+					w.Header().Del("Connection")
+				}
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// ConnState follows each connection's state for http.Server.ConnState: a
+// connection between requests may make room for a new one, one serving a
+// request may not.
+func (l *Limiter) ConnState(nc net.Conn, state http.ConnState) {
+	c, ok := nc.(*conn)
+	if !ok {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch state {
+	case http.StateActive, http.StateHijacked, http.StateClosed:
+		if c.elem != nil {
+			l.idle.Remove(c.elem)
+			c.elem = nil
+		}
+		c.fresh = false
+	case http.StateIdle:
+		if c.elem == nil {
+			c.idleSince = time.Now()
+			c.elem = l.idle.PushBack(c)
+		}
+	}
+}

@@ -1,0 +1,144 @@
+package token
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	bootstrapapi "k8s.io/cluster-bootstrap/token/api"
+	bootstraputil "k8s.io/cluster-bootstrap/token/util"
+)
+
+// slotTemplate prints, for one Secret or a List of them, what Slots needs
+// of each: never the token secret itself, which so stays in the API server.
+// Fields end with a unit separator, Secrets with a record separator, so
+// that no description can break the format.
+const slotTemplate = `{{define "s"}}{{.metadata.name}}{{"\x1f"}}{{.metadata.uid}}{{"\x1f"}}` +
+	`{{.metadata.resourceVersion}}{{"\x1f"}}{{.metadata.creationTimestamp}}{{"\x1f"}}{{.type}}{{"\x1f"}}` +
+	`{{with .data}}{{with index . "expiration"}}{{base64decode .}}{{end}}{{end}}{{"\x1f"}}` +
+	`{{with .data}}{{with index . "description"}}{{base64decode .}}{{end}}{{end}}{{"\x1e"}}{{end}}` +
+	`{{if eq .kind "List"}}{{range .items}}{{template "s" .}}{{end}}{{else}}{{template "s" .}}{{end}}`
+
+var _ Lister = (*Kubeadm)(nil)
+
+func (k *Kubeadm) kubectl(ctx context.Context, args ...string) ([]byte, error) {
+	if k.Kubeconfig != "" {
+		args = append([]string{"--kubeconfig", k.Kubeconfig}, args...)
+	}
+	return k.Runner.Run(ctx, filepath.Join(k.BinDir, "kubectl"), args...)
+}
+
+// Get returns the Secret of token id, with one kubectl run.
+func (k *Kubeadm) Get(ctx context.Context, id string) (Slot, bool, error) {
+	all, err := k.GetAll(ctx, []string{id})
+	if err != nil {
+		return Slot{}, false, err
+	}
+	s, ok := all[id]
+	return s, ok, nil
+}
+
+// GetAll runs `kubectl get secret bootstrap-token-ID…` once for every id
+// and returns the Secrets that exist.
+func (k *Kubeadm) GetAll(ctx context.Context, ids []string) (map[string]Slot, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	args := []string{"get", "secret", "--namespace", metav1.NamespaceSystem, "--ignore-not-found",
+		"--output", "go-template=" + slotTemplate, "--"}
+	for _, id := range ids {
+		args = append(args, bootstraputil.BootstrapTokenSecretName(id))
+	}
+	out, err := k.kubectl(ctx, args...)
+	if err != nil {
+		return nil, fmt.Errorf("kubectl get secret: %w", err)
+	}
+	slots, err := parseSlots(string(out))
+	if err != nil {
+		return nil, fmt.Errorf("kubectl get secret: %w", err)
+	}
+	return slots, nil
+}
+
+// parseSlots reads the output of slotTemplate.
+func parseSlots(out string) (map[string]Slot, error) {
+	slots := map[string]Slot{}
+	for _, rec := range strings.Split(out, "\x1e") {
+		if strings.TrimSpace(rec) == "" {
+			continue
+		}
+		f := strings.Split(rec, "\x1f")
+		if len(f) != 7 {
+			return nil, fmt.Errorf("%w: a Secret with %d fields, want 7", ErrBadOutput, len(f))
+		}
+		id, ok := strings.CutPrefix(f[0], bootstrapapi.BootstrapTokenSecretPrefix)
+		if !ok {
+			return nil, fmt.Errorf("%w: Secret %q is no bootstrap token", ErrBadOutput, f[0])
+		}
+		created, err := time.Parse(time.RFC3339, f[3])
+		if err != nil {
+			return nil, fmt.Errorf("%w: creation time: %v", ErrBadOutput, err)
+		}
+		slot := Slot{ID: id, UID: f[1], ResourceVersion: f[2], Created: created}
+		if f[4] == string(bootstrapapi.SecretTypeBootstrapToken) { // else nobody's
+			slot.Description = f[6]
+			if f[5] != "" {
+				if slot.Expires, err = time.Parse(time.RFC3339, f[5]); err != nil {
+					slot.Expires = time.Unix(0, 0) // unreadable: expired for the API server too
+				}
+			}
+		}
+		slots[id] = slot
+	}
+	return slots, nil
+}
+
+// Remove deletes the Secret of s with `kubectl delete --raw`, which, unlike
+// `kubectl delete secret`, sends DeleteOptions: their preconditions make
+// the delete fail if the Secret was replaced since it was read.
+func (k *Kubeadm) Remove(ctx context.Context, s Slot) error {
+	name := bootstraputil.BootstrapTokenSecretName(s.ID)
+	opts := metav1.DeleteOptions{
+		TypeMeta:      metav1.TypeMeta{APIVersion: "v1", Kind: "DeleteOptions"},
+		Preconditions: &metav1.Preconditions{},
+	}
+	if s.UID != "" {
+		uid := types.UID(s.UID)
+		opts.Preconditions.UID = &uid
+	}
+	if s.ResourceVersion != "" {
+		opts.Preconditions.ResourceVersion = &s.ResourceVersion
+	}
+	body, err := json.Marshal(opts)
+	if err != nil {
+		return fmt.Errorf("delete options: %w", err)
+	}
+	f, err := os.CreateTemp("", "epoxy-extensions-delete-*.json")
+	if err != nil {
+		return fmt.Errorf("delete options: %w", err)
+	}
+	defer os.Remove(f.Name())
+	_, err = f.Write(body)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("delete options: %w", err)
+	}
+	path := "/api/v1/namespaces/" + metav1.NamespaceSystem + "/secrets/" + name
+	if _, err := k.kubectl(ctx, "delete", "--raw", path, "--filename", f.Name()); err != nil {
+		if msg := err.Error(); strings.Contains(msg, "NotFound") || strings.Contains(msg, "Conflict") ||
+			strings.Contains(msg, "not found") || strings.Contains(msg, "Precondition failed") {
+			return fmt.Errorf("kubectl delete secret %s: %w", name, errors.Join(ErrSlotChanged, err))
+		}
+		return fmt.Errorf("kubectl delete secret %s: %w", name, err)
+	}
+	return nil
+}
