@@ -37,6 +37,8 @@ var (
 	// at start are left to appear when they happen), and kubeAPIReasons
 	// the reasons kube.Reason gives a failed attempt.
 	kubeAPIOperations = []string{"create_secret", "delete_node"}
+	// revocationReasons are why join tokens are revoked.
+	revocationReasons = []string{"node_delete", "node_ready"}
 	kubeAPIReasons    = []string{"unreachable", "timeout", "deadline", "canceled", "server_error",
 		"too_many_requests", "unauthorized", "forbidden", "invalid", "not_found",
 		"already_exists", "conflict", "other"}
@@ -65,6 +67,9 @@ func init() {
 	}
 	for _, b := range timedBackends {
 		BackendDuration.WithLabelValues(b)
+	}
+	for _, why := range revocationReasons {
+		TokensRevoked.WithLabelValues(why)
 	}
 	for _, op := range kubeAPIOperations {
 		KubeAPIDuration.WithLabelValues(op, "ok")

@@ -55,9 +55,12 @@ var rows = []struct {
 		}},
 	}},
 	{"Tokens and nodes", []panel{
-		{"Tokens issued and nodes deleted", "Join tokens issued (200 on allocate_k8s_token) and nodes deleted (200 on node delete), per second. Tokens are never revoked: each expires after -token-ttl.", "reqps", []query{
+		{"Tokens issued and nodes deleted", "Join tokens issued (200 on allocate_k8s_token) and nodes deleted (200 on node delete), per second.", "reqps", []query{
 			{`job_endpoint_code:epoxy_extensions_requests:rate5m{endpoint="allocate_k8s_token", code="200"}`, "tokens issued"},
 			{`job_endpoint_code:epoxy_extensions_requests:rate5m{endpoint="node_delete", code="200"}`, "nodes deleted"},
+		}},
+		{"Tokens revoked", "Join tokens deleted before they expired, per second: node_delete when the host left, node_ready when its Node became Ready after the token was made (api backend).", "reqps", []query{
+			{`sum by (why) (rate(epoxy_extensions_tokens_revoked_total{job="epoxy-extension-server"}[5m]))`, "{{why}}"},
 		}},
 		{"Token and node failures (5xx share)", "Share of requests answered 5xx: machines that did not get what they asked for. The token-failure alert fires above 10% for 10 minutes.", "percentunit", []query{
 			{`job_endpoint:epoxy_extensions_request_5xx:ratio_rate5m`, "{{endpoint}}"},
@@ -97,6 +100,11 @@ var rows = []struct {
 		{"File descriptors used", "Share of the process's file descriptor limit in use (connections, mostly).", "percentunit", []query{
 			{`instance:process_fds_used:ratio`, "{{instance}}"},
 		}},
+		{"Connections", "Client connections open (bounded by -max-connections), idle ones closed to make room, and requests shed at the limit, per second.", "short", []query{
+			{`sum by (instance) (epoxy_extensions_open_connections{job="epoxy-extension-server"})`, "open {{instance}}"},
+			{`sum by (job) (rate(epoxy_extensions_connections_evicted_total{job="epoxy-extension-server"}[5m]))`, "evicted/s"},
+			{`sum by (job) (rate(epoxy_extensions_connections_shed_total{job="epoxy-extension-server"}[5m]))`, "shed/s"},
+		}},
 		{"Up", "1 while Prometheus scrapes the server.", "short", []query{
 			{`up{job="epoxy-extension-server"}`, "{{instance}}"},
 		}},
@@ -107,7 +115,7 @@ var rows = []struct {
 func Dashboard() (dashboard.Dashboard, error) {
 	b := dashboard.NewDashboardBuilder("ePoxy extension server").
 		Uid(UID).
-		Description("Requests, errors by cause, latency, backends, refusals, tokens issued and capacity of the epoxy-extension server (job epoxy-extension-server), from the recording rules in deploy/prometheus/rules.yml.").
+		Description("Requests, errors by cause, latency, backends, refusals, tokens issued and revoked, connections and capacity of the epoxy-extension server (job epoxy-extension-server), from the recording rules in deploy/prometheus/rules.yml.").
 		Tags([]string{"epoxy", "m-lab"}).
 		Refresh("1m").
 		Time("now-6h", "now").
