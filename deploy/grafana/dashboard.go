@@ -46,7 +46,7 @@ var rows = []struct {
 		{"Request rate by endpoint", "Requests per second to each extension endpoint, all status codes.", "reqps", []query{
 			{`job_endpoint:epoxy_extensions_requests:rate5m`, "{{endpoint}}"},
 		}},
-		{"Errors by cause", "Share of each endpoint's requests that ended in each error code: 400 bad request, 403 caller not allowed, 408 stale last_boot, 429 token budget, 500 backend failed, 503 no command slot.", "percentunit", []query{
+		{"Errors by cause", "Share of each endpoint's requests that ended in each error code: 400 bad request, 403 caller not allowed, 408 stale last_boot, 429 token limit, 500 backend failed, 503 no command slot.", "percentunit", []query{
 			{`job_endpoint_code:epoxy_extensions_request_errors:ratio_rate5m`, "{{endpoint}} {{code}}"},
 		}},
 		{"Latency p50 and p99", "Request duration by endpoint, all status codes.", "s", []query{
