@@ -10,7 +10,7 @@ FUZZTIME ?= 50000x
 FUZZ_TARGETS = handler:FuzzExtensionRequest handler:FuzzValidHostname handler:FuzzPassword \
 	token:FuzzParseJoinCommand
 
-.PHONY: build run dev serve test prepare lint unit fuzz bootstorm ops dashboard
+.PHONY: build run dev serve test check prepare lint unit fuzz bootstorm ops dashboard
 
 build:
 	$(GO) build -o epoxy-extensions .
@@ -34,18 +34,31 @@ dev: run
 serve: build
 	./epoxy-extensions -listen-address=:8800 -bin-dir=/usr/bin
 
-# Every check CI runs: the image's programs and the components (built from
-# the Go module proxy once, then cached), formatting, vet, all tests (unit
+# Every check CI runs: the image's programs, formatting, vet, all tests (unit
 # and end-to-end against the real Datastore emulator, etcd, kube-apiserver,
-# kubeadm and kubectl) under the race detector, then each fuzz target.
-test: prepare lint
+# kubeadm, kubectl, ePoxy and Prometheus) under the race detector, then each
+# fuzz target. The components are built from the Go module proxy (once, then
+# cached) while vet and the compiler work on the tests: the builds alone
+# leave part of the CPUs idle.
+test: check
+	@$(GO) run ./e2e/prepare $(COMPONENTS) >/dev/null & build=$$!; status=0; \
+	$(MAKE) --no-print-directory lint && $(GO) test -race -count=1 -run '^$$' ./... >/dev/null || status=$$?; \
+	wait $$build || status=$$?; exit $$status
 	$(GO) test -race -count=1 -timeout 60m ./...
 	$(MAKE) fuzz
 
-# Checks that the machine has what the image ships, then builds what the
-# tests need into ~/.cache/epoxy-extensions, with one progress line each.
+# The components the tests and `make run` need beyond the image.
+COMPONENTS = kubernetes epoxy prometheus
+
+# Checks, in a second, that the machine has what the image ships: one line
+# per missing program, with its Debian package and path.
+check:
+	@$(GO) run ./e2e/prepare -race
+
+# check, then builds the components into ~/.cache/epoxy-extensions, side by
+# side, with one progress line each.
 prepare:
-	@$(GO) run ./e2e/prepare -race kubernetes epoxy prometheus >/dev/null
+	@$(GO) run ./e2e/prepare -race $(COMPONENTS) >/dev/null
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
