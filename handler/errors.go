@@ -79,6 +79,17 @@ type outcome struct {
 	endpoint string
 	host     string
 	start    time.Time
+	// backend is the time spent in backend calls, so that the log tells
+	// the server's own share of a request from its backend's.
+	backend time.Duration
+}
+
+// backendDone records a backend call that began at start: in the backend
+// duration metric, and in the request's backend time.
+func (o *outcome) backendDone(backend string, start time.Time) {
+	d := time.Since(start)
+	metrics.BackendDuration.WithLabelValues(backend).Observe(d.Seconds())
+	o.backend += d
 }
 
 // fail answers r with the status err maps to and an empty body (callers that
@@ -134,5 +145,6 @@ func (s *Server) served(r *http.Request, o outcome) {
 		slog.String("host", o.host),
 		slog.String("remote", r.RemoteAddr),
 		slog.Int("status", http.StatusOK),
-		slog.Float64("duration_seconds", time.Since(o.start).Seconds()))
+		slog.Float64("duration_seconds", time.Since(o.start).Seconds()),
+		slog.Float64("backend_seconds", o.backend.Seconds()))
 }

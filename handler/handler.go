@@ -133,7 +133,7 @@ func (s *Server) token(endpoint string) http.HandlerFunc {
 		backend := backendName(s.Tokens, "kubeadm")
 		start := time.Now()
 		join, err := s.Tokens.Create(ctx, req.Host)
-		metrics.BackendDuration.WithLabelValues(backend).Observe(time.Since(start).Seconds())
+		o.backendDone(backend, start)
 		if err != nil {
 			s.fail(w, r, o, &backendError{backend, err})
 			return
@@ -182,7 +182,7 @@ func (s *Server) bmc(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, o, errors.Join(ErrNotMachine, err))
 		return
 	}
-	metrics.BackendDuration.WithLabelValues("datastore").Observe(time.Since(start).Seconds())
+	o.backendDone("datastore", start)
 	if err != nil {
 		backend := "datastore"
 		if errors.Is(err, storage.ErrResolve) {
@@ -208,7 +208,7 @@ func (s *Server) deleteNode(w http.ResponseWriter, r *http.Request) {
 	backend := backendName(s.Nodes, "kubectl")
 	start := time.Now()
 	err = s.Nodes.Delete(ctx, req.Host)
-	metrics.BackendDuration.WithLabelValues(backend).Observe(time.Since(start).Seconds())
+	o.backendDone(backend, start)
 	if err != nil {
 		s.fail(w, r, o, &backendError{backend, err})
 		return

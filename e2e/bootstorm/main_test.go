@@ -219,22 +219,24 @@ func TestShellLine(t *testing.T) {
 
 func TestServedDurations(t *testing.T) {
 	log := `{"msg":"Argument listen-address=:8800"}
-{"msg":"request served","endpoint":"allocate_k8s_token_v1","duration_seconds":0.002}
-{"msg":"request served","endpoint":"bmc_store_password","duration_seconds":0.25}
+{"msg":"request served","endpoint":"allocate_k8s_token_v1","duration_seconds":0.002,"backend_seconds":0.0015}
+{"msg":"request served","endpoint":"bmc_store_password","duration_seconds":0.25,"backend_seconds":0.2}
 {"msg":"request refused","endpoint":"allocate_k8s_token_v1","duration_seconds":0.001}
 not json
 {"msg":"request served","endpoint":"allocate_k8s_token_v2","duration_seconds":0.004}`
 	tests := []struct {
 		endpoint string
+		own      bool
 		want     []time.Duration
 	}{
-		{"allocate_k8s_token", []time.Duration{2 * time.Millisecond, 4 * time.Millisecond}},
-		{"bmc_store_password", []time.Duration{250 * time.Millisecond}},
-		{"node_delete", nil},
+		{"allocate_k8s_token", false, []time.Duration{2 * time.Millisecond, 4 * time.Millisecond}},
+		{"bmc_store_password", false, []time.Duration{250 * time.Millisecond}},
+		{"node_delete", false, nil},
+		{"", true, []time.Duration{500 * time.Microsecond, 50 * time.Millisecond, 4 * time.Millisecond}},
 	}
 	for _, tc := range tests {
-		if got := servedDurations(log, tc.endpoint); !slices.Equal(got, tc.want) {
-			t.Errorf("servedDurations(%q) = %v, want %v", tc.endpoint, got, tc.want)
+		if got := servedDurations(log, tc.endpoint, tc.own); !slices.Equal(got, tc.want) {
+			t.Errorf("servedDurations(%q, %v) = %v, want %v", tc.endpoint, tc.own, got, tc.want)
 		}
 	}
 }
