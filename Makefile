@@ -7,7 +7,7 @@ GO ?= go
 # "context deadline exceeded" failure (golang/go#75804).
 FUZZTIME ?= 50000x
 # package:target pairs run by `make fuzz`.
-FUZZ_TARGETS = handler:FuzzExtensionRequest handler:FuzzValidHostname handler:FuzzPassword \
+FUZZ_TARGETS = handler:FuzzExtensionRequest node:FuzzValidName handler:FuzzPassword \
 	token:FuzzParseJoinCommand
 
 .PHONY: build run dev serve test check prepare lint unit fuzz bootstorm ops dashboard

@@ -3,34 +3,14 @@ package handler
 import (
 	"io"
 	"net/http/httptest"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/m-lab/epoxy-extensions/node"
 )
-
-// referenceHostname is RFC 1123 as a regular expression, to check the
-// hand-written ValidHostname against.
-var referenceHostname = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$`)
-
-func FuzzValidHostname(f *testing.F) {
-	for _, s := range []string{"mlab1-lga01.mlab-oti.measurement-lab.org", "mlab1-lga01.mlab-oti.measurement-lab.org-d9h6",
-		"--all", "-A", "-lfoo=bar", "a b", "a;b", "A", "a..b", "a.", strings.Repeat("a", 64), strings.Repeat("a.", 127) + "a"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		got := ValidHostname(s)
-		want := len(s) <= 253 && referenceHostname.MatchString(s)
-		if got != want {
-			t.Fatalf("ValidHostname(%q) = %v, reference says %v", s, got, want)
-		}
-		if got && strings.HasPrefix(s, "-") {
-			t.Fatalf("ValidHostname(%q) accepted a flag", s)
-		}
-	})
-}
 
 func FuzzPassword(f *testing.F) {
 	for _, s := range []string{"p=abcABC1234567890abcd", "p=", "", "p=a&p=b", "p=%zz", "p=a;b", "p=%00", "x=1&p=" + strings.Repeat("z", 200)} {
@@ -99,12 +79,12 @@ func FuzzExtensionRequest(f *testing.F) {
 			t.Fatalf("status %d for %s %s %q", resp.StatusCode, method, path, reqBody)
 		}
 		for _, n := range nodes.names {
-			if !ValidHostname(n) {
+			if !node.ValidName(n) {
 				t.Fatalf("kubectl got invalid name %q", n)
 			}
 		}
 		for _, h := range tokens.issued {
-			if h != "" && !ValidHostname(h) {
+			if h != "" && !node.ValidName(h) {
 				t.Fatalf("kubeadm got invalid host %q", h)
 			}
 		}

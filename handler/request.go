@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/m-lab/epoxy/extension"
+
+	"github.com/m-lab/epoxy-extensions/node"
 )
 
 // Request is an extension request that passed validation.
@@ -67,7 +69,7 @@ func (v *Validator) Parse(w http.ResponseWriter, r *http.Request, hostOptional b
 		return Request{}, ErrNoV1
 	}
 	req := Request{Host: ext.V1.Hostname, LastBoot: ext.V1.LastBoot, RawQuery: ext.V1.RawQuery}
-	if !(hostOptional && req.Host == "") && !ValidHostname(req.Host) {
+	if !(hostOptional && req.Host == "") && !node.ValidName(req.Host) {
 		return Request{}, fmt.Errorf("%w: %.80q", ErrHostname, req.Host)
 	}
 	now := time.Now
@@ -85,40 +87,6 @@ func (v *Validator) Parse(w http.ResponseWriter, r *http.Request, hostOptional b
 		return Request{}, fmt.Errorf("%w: last_boot %s", ErrBootTooOld, req.LastBoot.UTC().Format(time.RFC3339))
 	}
 	return req, nil
-}
-
-// ValidHostname reports whether name is a lowercase DNS name as RFC 1123 and
-// Kubernetes node names define it: at most 253 characters, dot-separated
-// labels of 1 to 63 characters from [a-z0-9-], none starting or ending with
-// '-'. Such a name can never be read as a command-line flag.
-func ValidHostname(name string) bool {
-	if len(name) == 0 || len(name) > 253 {
-		return false
-	}
-	label := 0
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		switch {
-		case c == '.':
-			if label == 0 || name[i-1] == '-' {
-				return false
-			}
-			label = 0
-			continue
-		case c == '-':
-			if label == 0 {
-				return false
-			}
-		case 'a' <= c && c <= 'z', '0' <= c && c <= '9':
-		default:
-			return false
-		}
-		label++
-		if label > 63 {
-			return false
-		}
-	}
-	return label > 0 && name[len(name)-1] != '-'
 }
 
 // maxPasswordLen bounds a BMC password. Stage 1 sends 20 characters.

@@ -75,49 +75,6 @@ func TestValidatorParse(t *testing.T) {
 	}
 }
 
-func TestValidHostname(t *testing.T) {
-	tests := []struct {
-		name string
-		host string
-		want bool
-	}{
-		{"machine", "mlab1-lga01.mlab-oti.measurement-lab.org", true},
-		{"instance-group", "mlab1-lga01.mlab-oti.measurement-lab.org-d9h6", true},
-		{"single-label", "localhost", true},
-		{"digits", "0.1.2.3", true},
-		{"label-63", strings.Repeat("a", 63) + ".org", true},
-		{"max-253", strings.Repeat(strings.Repeat("a", 49)+".", 5) + "abc", true},
-		{"empty", "", false},
-		{"all-flag", "--all", false},
-		{"short-flag", "-A", false},
-		{"flag-with-value", "-lfoo=bar", false},
-		{"leading-dash-label", "mlab1.-lga01.org", false},
-		{"trailing-dash-label", "mlab1-.lga01.org", false},
-		{"trailing-dash", "mlab1.lga01-", false},
-		{"space", "mlab1 lga01", false},
-		{"semicolon", "mlab1;reboot", false},
-		{"upper-case", "MLAB1-lga01.mlab-oti.measurement-lab.org", false},
-		{"trailing-dot", "mlab1.org.", false},
-		{"leading-dot", ".mlab1.org", false},
-		{"double-dot", "mlab1..org", false},
-		{"underscore", "mlab_1.org", false},
-		{"slash", "mlab1/../../etc", false},
-		{"newline", "mlab1\norg", false},
-		{"nul", "mlab1\x00org", false},
-		{"unicode", "mläb1.org", false},
-		{"label-64", strings.Repeat("a", 64) + ".org", false},
-		{"300-chars", strings.Repeat("a.", 150), false},
-		{"254-chars", strings.Repeat(strings.Repeat("a", 49)+".", 5) + "abcd", false},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := ValidHostname(tc.host); got != tc.want {
-				t.Errorf("ValidHostname(%q) = %v, want %v", tc.host, got, tc.want)
-			}
-		})
-	}
-}
-
 func TestPassword(t *testing.T) {
 	const secret = "abcABC1234567890abcd"
 	tests := []struct {

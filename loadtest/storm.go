@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/m-lab/epoxy-extensions/loadtest/storm"
+
+	"github.com/m-lab/epoxy-extensions/node"
 )
 
 // maxBody bounds what one answer may make us hold; a join answer is ~150 bytes.
@@ -23,8 +25,6 @@ var (
 	// tokenRE is the bootstrap token format kubeadm hands out. An OK answer
 	// carrying anything else is as useless to a booting machine as an error.
 	tokenRE = regexp.MustCompile(`^[a-z0-9]{6}\.[a-z0-9]{16}$`)
-	// dnsNameRE is a lowercase DNS name, the only kind the server accepts.
-	dnsNameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$`)
 )
 
 // Result is what one machine saw.
@@ -52,7 +52,7 @@ func makeHosts(format string, n int) ([]string, error) {
 		if strings.Contains(h, "%!") {
 			return nil, fmt.Errorf("-host-format %q: bad verb for one int argument: %q", format, h)
 		}
-		if len(h) > 253 || !dnsNameRE.MatchString(h) {
+		if !node.ValidName(h) {
 			return nil, fmt.Errorf("-host-format %q: %q is not a lowercase DNS name", format, h)
 		}
 		if seen[h] {

@@ -7,7 +7,6 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/m-lab/epoxy-extensions/kube"
 )
@@ -28,9 +27,9 @@ type API struct {
 // Delete removes the Node named name. A node that does not exist counts as
 // deleted, as with `kubectl delete node --ignore-not-found`.
 func (a *API) Delete(ctx context.Context, name string) error {
-	// The handler validates names already; a Node name must be a DNS
-	// subdomain, and an empty one would address the collection.
-	if errs := validation.IsDNS1123Subdomain(name); name == "" || len(errs) > 0 {
+	// The handler validates names already; an empty one would address
+	// the collection.
+	if !ValidName(name) {
 		return fmt.Errorf("%w: %q", ErrInvalidName, name)
 	}
 	if a.Timeout > 0 {

@@ -67,10 +67,10 @@ func TestAPIDelete(t *testing.T) {
 		{name: "transient then success", node: name, errs: []error{apierrors.NewServiceUnavailable("starting")}, wantCalls: []string{name, name}},
 		{name: "transient then not found", node: name,
 			errs: []error{apierrors.NewTooManyRequests("slow down", 0), apierrors.NewNotFound(nodesGR, name)}, wantCalls: []string{name, name}},
-		{name: "longest name", node: strings.Repeat("a", 253), wantCalls: []string{strings.Repeat("a", 253)}},
+		{name: "longest name", node: longestName, wantCalls: []string{longestName}},
 	}
 	invalid := []string{"", "-all", "--all", "-A", "a b", "UPPER", "a;rm", "node/proxy", "..", "a..b", "trailing-", "under_score",
-		strings.Repeat("a", 254), strings.Repeat("a", 300)}
+		strings.Repeat("a", 64), strings.Repeat("a", 254), strings.Repeat("a", 300)}
 	for _, n := range invalid {
 		// Refused before any call: an empty name would address the collection.
 		label := strconv.Quote(n)
@@ -125,3 +125,6 @@ func TestNames(t *testing.T) {
 		t.Errorf("Kubectl.Name() = %q, want kubectl", got)
 	}
 }
+
+// longestName is a valid name of 253 characters: five labels of 49 and one of 3.
+var longestName = strings.Repeat(strings.Repeat("a", 49)+".", 5) + "abc"

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"strings"
 
 	"github.com/m-lab/epoxy-extensions/command"
 )
@@ -28,9 +27,9 @@ var ErrInvalidName = errors.New("invalid node name")
 // Delete removes the node named name. A node that does not exist counts as
 // deleted, so the call is idempotent.
 func (k *Kubectl) Delete(ctx context.Context, name string) error {
-	// The handler validates names as DNS names; this is the last line of
+	// The handler validates names already; this is the last line of
 	// defence against `--all`, which would empty the cluster.
-	if name == "" || strings.HasPrefix(name, "-") {
+	if !ValidName(name) {
 		return fmt.Errorf("%w: %q", ErrInvalidName, name)
 	}
 	var args []string
