@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -127,11 +126,4 @@ func bootstrapSecretsKubectl(t *testing.T, e *testEnv) map[string]secret {
 		m[string(s.Data["token-id"])] = s
 	}
 	return m
-}
-
-// percentile returns the nearest-rank p-th percentile (0 < p <= 100) of
-// sorted, which must not be empty.
-func percentile(sorted []time.Duration, p float64) time.Duration {
-	i := int(math.Ceil(float64(len(sorted))*p/100)) - 1
-	return sorted[min(max(i, 0), len(sorted)-1)]
 }

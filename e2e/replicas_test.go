@@ -6,11 +6,12 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/m-lab/epoxy-extensions/token"
+
+	"github.com/m-lab/epoxy-extensions/loadtest/storm"
 )
 
 // TestStorm500Replicas has 500 machines ask for a token at the same moment,
@@ -33,18 +34,9 @@ func TestStorm500Replicas(t *testing.T) {
 		}
 		responses := make([]response, machines)
 		errs := make([]error, machines)
-		start := make(chan struct{})
-		var wg sync.WaitGroup
-		for i := range hosts {
-			wg.Go(func() {
-				<-start
-				responses[i], errs[i] = send(http.MethodPost, servers[i%3].URL+"/v2/allocate_k8s_token", bodies[i])
-			})
-		}
-		began := time.Now()
-		close(start)
-		wg.Wait()
-		wall := time.Since(began)
+		wall := storm.Release(machines, func(i int) {
+			responses[i], errs[i] = send(http.MethodPost, servers[i%3].URL+"/v2/allocate_k8s_token", bodies[i])
+		})
 		var latencies []time.Duration
 		for i, err := range errs {
 			if err != nil {
@@ -54,7 +46,7 @@ func TestStorm500Replicas(t *testing.T) {
 		}
 		slices.Sort(latencies)
 		t.Logf("%s: %d machines over 3 replicas: wall %s, p50 %s, p99 %s", backend, machines, wall.Round(time.Millisecond),
-			percentile(latencies, 50).Round(time.Millisecond), percentile(latencies, 99).Round(time.Millisecond))
+			storm.Percentile(latencies, 50).Round(time.Millisecond), storm.Percentile(latencies, 99).Round(time.Millisecond))
 		checkJoinTokens(t, e, hosts, responses)
 		for i, got := range responses {
 			var join struct{ Token string }

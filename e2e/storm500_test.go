@@ -6,9 +6,10 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/m-lab/epoxy-extensions/loadtest/storm"
 )
 
 // TestStorm500 has 500 machines ask for a token at the same moment, with
@@ -37,21 +38,12 @@ func TestStorm500(t *testing.T) {
 	}
 	responses := make([]response, machines)
 	errs := make([]error, machines)
-	start := make(chan struct{})
-	var wg sync.WaitGroup
-	for i := range hosts {
-		wg.Go(func() {
-			<-start
-			responses[i], errs[i] = send(http.MethodPost, s.URL+"/v2/allocate_k8s_token", bodies[i])
-		})
-	}
 	// Processes whose parent is the server and whose name is kubeadm,
 	// every 10 ms while the storm lasts.
 	sampler := samplePeak(s.Pid(), "kubeadm", 10*time.Millisecond)
-	began := time.Now()
-	close(start)
-	wg.Wait()
-	wall := time.Since(began)
+	wall := storm.Release(machines, func(i int) {
+		responses[i], errs[i] = send(http.MethodPost, s.URL+"/v2/allocate_k8s_token", bodies[i])
+	})
 	peak := sampler.Stop()
 	hwm := procStatus(s.Pid(), "VmHWM")
 
@@ -68,8 +60,8 @@ func TestStorm500(t *testing.T) {
 	}
 	slices.Sort(latencies)
 	t.Logf("%d machines, -max-concurrent-commands %d: wall time %s, latency p50 %s, p99 %s, max %s",
-		machines, slots, wall.Round(time.Millisecond), percentile(latencies, 50).Round(time.Millisecond),
-		percentile(latencies, 99).Round(time.Millisecond), latencies[len(latencies)-1].Round(time.Millisecond))
+		machines, slots, wall.Round(time.Millisecond), storm.Percentile(latencies, 50).Round(time.Millisecond),
+		storm.Percentile(latencies, 99).Round(time.Millisecond), latencies[len(latencies)-1].Round(time.Millisecond))
 	t.Logf("server VmHWM %s (race detector in the server: %v); peak kubeadm children %d", hwm, raceEnabled, peak)
 
 	if peak > slots {
