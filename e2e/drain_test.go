@@ -76,6 +76,14 @@ func TestSIGTERMDrainsInFlight(t *testing.T) {
 	}
 
 	wg.Wait()
+	checkDrained(t, e, s, hosts, responses, errs)
+}
+
+// checkDrained fails unless every request sent around a SIGTERM got an
+// answer, every answer a working token for its host, and the server then
+// exited with status 0.
+func checkDrained(t *testing.T, e *testEnv, s *Server, hosts []string, responses []response, errs []error) {
+	t.Helper()
 	for i, err := range errs {
 		if err != nil {
 			t.Errorf("%s: %v (the server dropped a request in flight)", hosts[i], err)

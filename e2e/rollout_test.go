@@ -99,18 +99,7 @@ func TestSIGTERMDuringStorm(t *testing.T) {
 		ask(i)
 	}
 	wg.Wait()
-	for i, err := range errs {
-		if err != nil {
-			t.Errorf("%s: %v", hosts[i], err)
-		}
-	}
-	if t.Failed() {
-		t.FailNow()
-	}
-	checkJoinTokens(t, e, hosts, responses)
-	if err := s.Wait(3 * time.Minute); err != nil {
-		t.Errorf("server exit after SIGTERM: %v, want status 0", err)
-	}
+	checkDrained(t, e, s, hosts, responses, errs)
 }
 
 // sendNewConn is send on a connection of its own, as each booting machine
