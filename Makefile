@@ -36,16 +36,19 @@ serve: build
 
 # Every check CI runs: the image's programs, formatting, vet, all tests (unit
 # and end-to-end against the real Datastore emulator, etcd, kube-apiserver,
-# kubeadm, kubectl, ePoxy and Prometheus) under the race detector, then each
+# kubeadm, kubectl, ePoxy and Prometheus) under the race detector, and each
 # fuzz target. The components are built from the Go module proxy (once, then
 # cached) while vet and the compiler work on the tests: the builds alone
-# leave part of the CPUs idle.
+# leave part of the CPUs idle. The fuzzing runs at the lowest priority beside
+# the tests, which spend much of their time waiting; its output follows
+# theirs.
 test: check
 	@$(GO) run ./e2e/prepare $(COMPONENTS) >/dev/null & build=$$!; status=0; \
 	$(MAKE) --no-print-directory lint && $(GO) test -race -count=1 -run '^$$' ./... >/dev/null || status=$$?; \
 	wait $$build || status=$$?; exit $$status
-	$(GO) test -race -count=1 -timeout 60m ./...
-	$(MAKE) fuzz
+	@mkdir -p .cache; nice -n 19 $(MAKE) --no-print-directory fuzz >.cache/fuzz.log 2>&1 & fuzz=$$!; status=0; \
+	$(GO) test -race -count=1 -timeout 60m ./... || status=$$?; \
+	wait $$fuzz || { status=$$?; echo "make fuzz failed:"; }; cat .cache/fuzz.log; exit $$status
 
 # The components the tests and `make run` need beyond the image.
 COMPONENTS = kubernetes epoxy prometheus

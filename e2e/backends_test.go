@@ -37,6 +37,7 @@ var perToken = []string{"token-id", "token-secret", "expiration"}
 // same machine: the join details are the same, the two Secrets differ only
 // in token id, secret and expiration time, and both tokens authenticate.
 func TestBackendsAgree(t *testing.T) {
+	parallel(t)
 	e := env(t)
 	const host = "mlab1-agr01.mlab-sandbox.measurement-lab.org"
 	type issued struct {
@@ -139,6 +140,7 @@ func dump(s fullSecret) string {
 // connections and never answers: token and node requests fail within the
 // backend timeout, the failures are counted, and the server stays healthy.
 func TestHungAPIServer(t *testing.T) {
+	waiting(t)
 	e := env(t)
 	hole := blackHole(t)
 	// The admin kubeconfig, aimed at the black hole.

@@ -10,6 +10,9 @@ import (
 	"time"
 
 	"cloud.google.com/go/datastore"
+	"google.golang.org/api/option"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 )
 
 // The machine the BMC tests store credentials for, and what its BMC's name
@@ -24,6 +27,7 @@ const (
 // TestBMCStorePassword stores BMC passwords as stage 1 does and reads them
 // back from the emulator the way the reboot service does.
 func TestBMCStorePassword(t *testing.T) {
+	parallel(t)
 	e := env(t)
 	s := e.startServer(t, serverConfig{hosts: map[string]string{bmcName: bmcAddress}})
 
@@ -36,7 +40,7 @@ func TestBMCStorePassword(t *testing.T) {
 			if got.status != http.StatusOK || len(got.body) != 0 {
 				t.Fatalf("got %d %q, want 200 and an empty body", got.status, got.body)
 			}
-			checkCredentials(t, password)
+			checkCredentials(t, e, password)
 		})
 	}
 	log := s.Log()
@@ -61,14 +65,20 @@ func newPassword(t *testing.T) string {
 	return string(b)
 }
 
-// loadCredentials reads the Credentials entity of the BMC named name.
-func loadCredentials(t *testing.T, project, name string) (datastore.PropertyList, error) {
+// loadCredentials reads the Credentials entity of the BMC named name from
+// e's emulator.
+func loadCredentials(t *testing.T, e *testEnv, project, name string) (datastore.PropertyList, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	// A new client each time: one kept across an emulator restart could
-	// still be backing off from the outage.
-	c, err := datastore.NewClient(ctx, project)
+	// still be backing off from the outage. The options are those the
+	// client takes from DATASTORE_EMULATOR_HOST, for the emulator of e,
+	// which need not be the shared one.
+	c, err := datastore.NewClient(ctx, project,
+		option.WithEndpoint(e.emu.Host),
+		option.WithoutAuthentication(),
+		option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,18 +90,18 @@ func loadCredentials(t *testing.T, project, name string) (datastore.PropertyList
 	return props, err
 }
 
-// checkCredentials fails unless the emulator holds exactly the entity the
+// checkCredentials fails unless e's emulator holds exactly the entity the
 // reboot service expects for the test BMC, with password.
-func checkCredentials(t *testing.T, password string) {
+func checkCredentials(t *testing.T, e *testEnv, password string) {
 	t.Helper()
-	checkCredentialsOf(t, bmcProject, bmcName, bmcAddress, password)
+	checkCredentialsOf(t, e, bmcProject, bmcName, bmcAddress, password)
 }
 
-// checkCredentialsOf fails unless the emulator holds, in project, exactly
+// checkCredentialsOf fails unless e's emulator holds, in project, exactly
 // the entity the reboot service expects for the BMC name at address.
-func checkCredentialsOf(t *testing.T, project, name, address, password string) {
+func checkCredentialsOf(t *testing.T, e *testEnv, project, name, address, password string) {
 	t.Helper()
-	props, err := loadCredentials(t, project, name)
+	props, err := loadCredentials(t, e, project, name)
 	if err != nil {
 		t.Fatalf("loading the credentials from Datastore: %v", err)
 	}

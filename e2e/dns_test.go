@@ -12,6 +12,7 @@ import (
 // TestDNSServer resolves through the server's own -dns-server resolver, so
 // it checks both ends; it needs no component and runs in -short mode too.
 func TestDNSServer(t *testing.T) {
+	parallel(t)
 	dns, err := StartDNS(map[string]string{"mlab1d-lga01.mlab-sandbox.measurement-lab.org": "192.0.2.55"})
 	if err != nil {
 		t.Fatal(err)

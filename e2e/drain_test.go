@@ -26,6 +26,7 @@ exec %s "$@"
 // must still get its 200 and a working token, and the server must then exit
 // with status 0.
 func TestSIGTERMDrainsInFlight(t *testing.T) {
+	parallel(t)
 	const inFlight = 50
 	e := env(t)
 	binDir := t.TempDir()

@@ -32,10 +32,17 @@ var sharedEPoxy struct {
 	err  error
 }
 
-// epoxyEnv returns the shared environment and ePoxy boot server.
+// epoxyMu is held by the test that uses the shared ePoxy boot server: the
+// extension server it talks to listens on fixed ports (epoxyServer).
+var epoxyMu sync.Mutex
+
+// epoxyEnv returns the shared environment and ePoxy boot server, which t
+// then has to itself until it ends.
 func epoxyEnv(t *testing.T) (*testEnv, *EPoxy) {
 	t.Helper()
 	e := env(t)
+	epoxyMu.Lock()
+	t.Cleanup(epoxyMu.Unlock)
 	sharedEPoxy.once.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 		defer cancel()
@@ -94,6 +101,7 @@ func checkTokenFor(t *testing.T, e *testEnv, tok, host string) {
 // TestEPoxyPhysicalMachine boots a physical machine through ePoxy: its v1
 // token and its BMC password, with stage 1's and stage 3's own curl lines.
 func TestEPoxyPhysicalMachine(t *testing.T) {
+	parallel(t)
 	e, ep := epoxyEnv(t)
 	forEachBackend(t, func(t *testing.T, backend string) {
 		m := NewMachine('p', map[string]int{"exec": 0, "api": 1}[backend], bmcProject)
@@ -115,7 +123,7 @@ func TestEPoxyPhysicalMachine(t *testing.T) {
 		if err != nil || code != "200" {
 			t.Fatalf("BMC store: %q, %v; want 200", code, err)
 		}
-		checkCredentialsOf(t, bmcProject, m.BMC, "192.0.2.77", password)
+		checkCredentialsOf(t, e, bmcProject, m.BMC, "192.0.2.77", password)
 		if log := s.Log(); strings.Contains(log, password) || strings.Contains(log, tok) {
 			t.Error("the server's log holds the password or the token")
 		}
@@ -132,7 +140,10 @@ func TestEPoxyPhysicalMachine(t *testing.T) {
 // ago gets 408 relayed to its curl, whose error text the stage script reads
 // to decide to reboot; no token is made.
 func TestEPoxyStaleBoot(t *testing.T) {
-	e, ep := epoxyEnv(t)
+	parallel(t)
+	_, ep := epoxyEnv(t)
+	// A control plane of its own: it counts every token in the cluster.
+	e := privateEnv(t, true, false)
 	m := NewMachine('s', 0, bmcProject)
 	register(t, ep, m)
 	epoxyServer(t, e, "", nil)
@@ -180,6 +191,7 @@ func setLastBoot(t *testing.T, ep *EPoxy, host string, when time.Time) {
 // TestEPoxyBMCWithoutPassword: a BMC request without p gets 400 relayed,
 // and nothing is stored.
 func TestEPoxyBMCWithoutPassword(t *testing.T) {
+	parallel(t)
 	e, ep := epoxyEnv(t)
 	m := NewMachine('n', 0, bmcProject)
 	register(t, ep, m)
@@ -196,7 +208,7 @@ func TestEPoxyBMCWithoutPassword(t *testing.T) {
 			t.Errorf("query %q: curl wrote %q, exit %d, stderr %q; want exit 22 and error 400", query, code, status, stderr)
 		}
 	}
-	if _, err := loadCredentials(t, bmcProject, m.BMC); !errors.Is(err, datastore.ErrNoSuchEntity) {
+	if _, err := loadCredentials(t, e, bmcProject, m.BMC); !errors.Is(err, datastore.ErrNoSuchEntity) {
 		t.Errorf("credentials of %s after refusals: %v, want none stored", m.BMC, err)
 	}
 }
@@ -204,6 +216,7 @@ func TestEPoxyBMCWithoutPassword(t *testing.T) {
 // TestEPoxyServerDown: with the extension server down, ePoxy answers 5xx;
 // the next try after the server is back succeeds.
 func TestEPoxyServerDown(t *testing.T) {
+	parallel(t)
 	e, ep := epoxyEnv(t)
 	m := NewMachine('d', 0, bmcProject)
 	register(t, ep, m)
@@ -230,6 +243,7 @@ func TestEPoxyServerDown(t *testing.T) {
 // without a hostname (create-control-plane.sh), and a VM leaving
 // (leave-cluster.sh), whose name ends in an instance-group suffix.
 func TestEPoxyDirectCallers(t *testing.T) {
+	parallel(t)
 	e, _ := epoxyEnv(t)
 	forEachBackend(t, func(t *testing.T, backend string) {
 		s := epoxyServer(t, e, backend, nil)

@@ -10,6 +10,10 @@ import (
 	"github.com/m-lab/epoxy-extensions/loadtest/storm"
 )
 
+// stormSize is how many machines boot at once, as after a site-wide power
+// cut.
+const stormSize = 200
+
 // TestEPoxyBootStorm: stormSize machines boot at once through the real
 // ePoxy boot server, each doing what an M-Lab machine does (stage1.json,
 // then the token and BMC curl lines through ePoxy), on both backends. Every
@@ -17,6 +21,7 @@ import (
 // authenticates, every BMC entity reads back as the reboot service reads
 // it, and no password or token reaches the server's log.
 func TestEPoxyBootStorm(t *testing.T) {
+	alone(t)
 	e, ep := epoxyEnv(t)
 	forEachBackend(t, func(t *testing.T, backend string) {
 		prefix := map[string]byte{"exec": 'x', "api": 'y'}[backend]
@@ -82,7 +87,7 @@ func TestEPoxyBootStorm(t *testing.T) {
 				crossing++
 			}
 			checkAuthenticates(t, e, tokens[i], match[1])
-			checkCredentialsOf(t, bmcProject, m.BMC, bmcs[m.BMC], passwords[i])
+			checkCredentialsOf(t, e, bmcProject, m.BMC, bmcs[m.BMC], passwords[i])
 		}
 		if crossing > 0 {
 			t.Errorf("%d tokens' Secrets name another machine or hold another secret", crossing)

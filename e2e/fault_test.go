@@ -47,6 +47,7 @@ exec sleep 600
 // request must fail within the backend timeout, and the hung processes, with
 // everything they started, must be gone.
 func TestHungTools(t *testing.T) {
+	parallel(t)
 	e := env(t)
 	// Before the server, so that its cleanup runs after the server stopped.
 	binDir := hungBinDir(t)
@@ -116,9 +117,11 @@ func procState(pid int) string {
 
 // TestAPIServerDown stops the API server under a running server: token and
 // node requests fail within the backend timeout while the server stays up,
-// and work again once the API server is back.
+// and work again once the API server is back. The control plane is the
+// test's own: the others' stays up.
 func TestAPIServerDown(t *testing.T) {
-	e := env(t)
+	waiting(t)
+	e := privateEnv(t, true, false)
 	forEachBackend(t, func(t *testing.T, backend string) {
 		testAPIServerDown(t, e, backend)
 	})
@@ -163,8 +166,10 @@ func testAPIServerDown(t *testing.T, e *testEnv, backend string) {
 
 // TestEmulatorDown stops Datastore under a running server: BMC stores fail
 // within the backend timeout, and succeed again once it is back on its port.
+// The emulator is the test's own: the others' stays up.
 func TestEmulatorDown(t *testing.T) {
-	e := env(t)
+	waiting(t)
+	e := privateEnv(t, false, true)
 	s := e.startServer(t, serverConfig{
 		hosts: map[string]string{bmcName: bmcAddress},
 		args:  []string{"-backend-timeout", faultTimeout.String()},
@@ -206,7 +211,7 @@ func TestEmulatorDown(t *testing.T) {
 		}
 		time.Sleep(time.Second)
 	}
-	checkCredentials(t, password)
+	checkCredentials(t, e, password)
 }
 
 // checkHungKilled checks that the hung tool in binDir (see hungBinDir) and

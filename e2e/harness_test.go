@@ -12,6 +12,7 @@ import (
 // TestHarness checks the components themselves, without the server: if
 // these fail, every other failure in the package is suspect.
 func TestHarness(t *testing.T) {
+	parallel(t)
 	e := env(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

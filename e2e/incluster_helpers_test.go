@@ -23,6 +23,13 @@ const (
 	deploySA       = "epoxy-extensions"
 )
 
+// The machine whose BMC password the in-cluster server stores: not the BMC
+// tests' own, whose entity they read back beside this test.
+const (
+	inClusterMachine = "mlab1-lga02.mlab-sandbox.measurement-lab.org"
+	inClusterBMC     = "mlab1d-lga02.mlab-sandbox.measurement-lab.org"
+)
+
 // kubectl runs kubectl with the admin kubeconfig and returns its combined
 // output; it fails the test when kubectl fails.
 func kubectl(t *testing.T, e *testEnv, stdin []byte, args ...string) string {
@@ -180,7 +187,7 @@ func startInCluster(t *testing.T, e *testEnv, saDir string, out io.Writer) (*Ser
 	}
 	return StartServer(ServerOptions{
 		Binary: e.serverBinary(t),
-		Args:   []string{"-kube-backend=api", "-dns-server", startDNS(t, map[string]string{bmcName: bmcAddress})},
+		Args:   []string{"-kube-backend=api", "-dns-server", startDNS(t, map[string]string{inClusterBMC: bmcAddress})},
 		Output: out,
 		Env: []string{"KUBERNETES_SERVICE_HOST=" + host, "KUBERNETES_SERVICE_PORT=" + port,
 			"DATASTORE_EMULATOR_HOST=" + e.emu.Host},

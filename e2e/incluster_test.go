@@ -18,6 +18,7 @@ import (
 // that the join details come from kube-public/cluster-info, and that the
 // service account can do nothing else.
 func TestInCluster(t *testing.T) {
+	waiting(t)
 	e := env(t)
 	applyManifest(t, e, filepath.Join(e.root, deployManifest))
 	saToken := serviceAccountToken(t, e, deployNS, deploySA)
@@ -101,11 +102,11 @@ func TestInCluster(t *testing.T) {
 	// the server's private /etc/hosts, mounted along with the token.
 	t.Run("bmc store", func(t *testing.T) {
 		password := newPassword(t)
-		got := post(t, s, "/v1/bmc_store_password", extensionBody(t, bmcMachine, "p="+password))
+		got := post(t, s, "/v1/bmc_store_password", extensionBody(t, inClusterMachine, "p="+password))
 		if got.status != http.StatusOK || len(got.body) != 0 {
 			t.Fatalf("got %d %q, want 200 and an empty body", got.status, got.body)
 		}
-		checkCredentials(t, password)
+		checkCredentialsOf(t, e, bmcProject, inClusterBMC, bmcAddress, password)
 	})
 
 	t.Run("least privilege", func(t *testing.T) { testLeastPrivilege(t, e, saToken, tokenID) })

@@ -15,6 +15,7 @@ import (
 // empty component cache: it must list the tests without building or
 // starting anything.
 func TestListNeedsNoComponent(t *testing.T) {
+	waiting(t)
 	if testing.Short() {
 		t.Skip("runs the go command")
 	}
@@ -44,6 +45,7 @@ func TestListNeedsNoComponent(t *testing.T) {
 // TestLogIsJSON checks that every line the server writes, from the flag
 // values at start to the last line at exit, is one JSON object.
 func TestLogIsJSON(t *testing.T) {
+	parallel(t)
 	e := env(t)
 	s := e.startServer(t, serverConfig{})
 	post(t, s, "/v2/allocate_k8s_token", extensionBody(t, "json-log.example.org", ""))

@@ -24,7 +24,9 @@ func newSecretIDs(before, after map[string]secret) []string {
 // token from 127.0.0.1: refused with an empty 403 and no token made when
 // loopback is outside the list, served when inside.
 func TestAllowedSources(t *testing.T) {
-	e := env(t)
+	parallel(t)
+	// A control plane of its own: it counts every token in the cluster.
+	e := privateEnv(t, true, false)
 	tests := []struct {
 		name    string
 		sources string
@@ -85,6 +87,7 @@ func TestAllowedSources(t *testing.T) {
 // server has no token cleaner: the expired Secrets stay), the host gets 3
 // again.
 func TestTokenLimitAcrossReplicas(t *testing.T) {
+	waiting(t)
 	e := env(t)
 	forEachBackend(t, func(t *testing.T, backend string) {
 		// The two backends use different hosts and mostly wait for the

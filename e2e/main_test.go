@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -39,8 +40,18 @@ type testEnv struct {
 	buildErr  error
 }
 
+// defaultParallel is how many of this package's tests run at once unless
+// -parallel says otherwise. Most of them wait (for deadlines, TTLs, a
+// scrape, a restart) far more than they compute, so more than GOMAXPROCS.
+const defaultParallel = 12
+
 func TestMain(m *testing.M) {
 	flag.Parse()
+	parallelSet := false
+	flag.Visit(func(f *flag.Flag) { parallelSet = parallelSet || f.Name == "test.parallel" })
+	if !parallelSet {
+		flag.Set("test.parallel", strconv.Itoa(defaultParallel))
+	}
 	status := m.Run()
 	if sharedEPoxy.ep != nil {
 		sharedEPoxy.ep.Stop()
@@ -49,6 +60,44 @@ func TestMain(m *testing.M) {
 		shared.env.close()
 	}
 	os.Exit(status)
+}
+
+// The package's tests run side by side (t.Parallel), in three kinds; every
+// test starts by saying which it is:
+//   - alone: a storm (hundreds of machines, every CPU busy);
+//   - parallel: a test with deadlines to meet, which a storm could make it
+//     miss;
+//   - waiting: a test that mostly waits (for a TTL, a scrape, an outage)
+//     with deadlines far from what it needs.
+//
+// stormLock keeps storms apart from each other and from the parallel tests:
+// a storm holds it alone, parallel tests share it, waiting tests never take
+// it.
+var stormLock sync.RWMutex
+
+// alone runs t, a storm, beside waiting tests only.
+func alone(t *testing.T) {
+	t.Helper()
+	t.Parallel()
+	stormLock.Lock()
+	t.Cleanup(stormLock.Unlock)
+}
+
+// parallel runs t beside the other parallel and waiting tests, never during
+// a storm. A test holding stormLock must not run parallel subtests: they
+// would wait for a -parallel slot that tests waiting for stormLock may
+// hold. Such subtests call parallel themselves.
+func parallel(t *testing.T) {
+	t.Helper()
+	t.Parallel()
+	stormLock.RLock()
+	t.Cleanup(stormLock.RUnlock)
+}
+
+// waiting runs t beside every other test, storms included.
+func waiting(t *testing.T) {
+	t.Helper()
+	t.Parallel()
 }
 
 // setup checks for every component and starts the shared ones. The control
@@ -127,4 +176,32 @@ func (e *testEnv) serverBinary(t *testing.T) string {
 		t.Fatalf("building the server: %v", e.buildErr)
 	}
 	return e.binary
+}
+
+// privateEnv returns an environment of t's own for a test that stops a
+// component: a control plane (ownCP) or an emulator (ownEmu) that no other
+// test uses, the shared ones otherwise, and the shared server binary. What
+// it started stops at the end of t.
+func privateEnv(t *testing.T, ownCP, ownEmu bool) *testEnv {
+	t.Helper()
+	e := env(t)
+	p := &testEnv{root: e.root, dir: t.TempDir(), cp: e.cp, emu: e.emu, binary: e.serverBinary(t)}
+	p.buildOnce.Do(func() {})
+	if ownCP {
+		cp, err := StartControlPlane(e.cp.BinDir, p.dir)
+		if err != nil {
+			t.Fatalf("a control plane of the test's own: %v", err)
+		}
+		t.Cleanup(cp.Close)
+		p.cp = cp
+	}
+	if ownEmu {
+		emu, err := StartEmulator(filepath.Join(p.dir, "datastore-emulator.log"))
+		if err != nil {
+			t.Fatalf("an emulator of the test's own: %v", err)
+		}
+		t.Cleanup(emu.Stop)
+		p.emu = emu
+	}
+	return p
 }

@@ -26,6 +26,7 @@ import (
 // BMC password, sends SIGTERM to make, and checks that no process and no
 // temporary folder of the stack is left.
 func TestMakeRun(t *testing.T) {
+	waiting(t)
 	if testing.Short() {
 		t.Skip("starts the whole local stack; skipped with -short")
 	}
@@ -45,6 +46,7 @@ func TestMakeRun(t *testing.T) {
 // binaries, the server built beforehand. It needs root to switch users; as
 // an ordinary user, TestMakeRun already is this test.
 func TestRunAsOrdinaryUser(t *testing.T) {
+	waiting(t)
 	if testing.Short() {
 		t.Skip("starts the whole local stack; skipped with -short")
 	}

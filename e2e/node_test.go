@@ -9,6 +9,7 @@ import (
 // reach kubectl as a flag: `kubectl delete node --all` would empty the
 // cluster.
 func TestNodeDelete(t *testing.T) {
+	parallel(t)
 	e := env(t)
 	forEachBackend(t, func(t *testing.T, backend string) {
 		testNodeDelete(t, e, backend)
@@ -19,8 +20,8 @@ func testNodeDelete(t *testing.T, e *testEnv, backend string) {
 	s := e.startServer(t, serverConfig{backend: backend})
 	const leaving = "mlab1-lga01.mlab-oti.measurement-lab.org-d9h6"
 	others := []string{
-		"mlab2-lga01.mlab-sandbox.measurement-lab.org",
-		"mlab3-lga01.mlab-sandbox.measurement-lab.org",
+		"mlab2-nod01.mlab-sandbox.measurement-lab.org",
+		"mlab3-nod01.mlab-sandbox.measurement-lab.org",
 		"all", // a bare word that is no flag: deleting "--all" must not touch it
 	}
 	for _, n := range append(others, leaving) {

@@ -35,6 +35,7 @@ const tokenAlert = "EpoxyExtensionServerTokenRequestsFailing"
 // kubeadm fail and sees the token-failure alert go pending and firing, and
 // resolve once kubeadm works again.
 func TestPrometheusRulesAndTokenAlert(t *testing.T) {
+	waiting(t)
 	e := env(t)
 	binDir, failKubeadm := failableBinDir(t, e.cp.BinDir)
 	s := e.startServer(t, serverConfig{binDir: binDir, args: []string{"-max-tokens-per-host", "0"}})

@@ -11,6 +11,7 @@ import (
 // /v1/node/delete none of its bootstrap-token Secrets is left, and another
 // host's token is untouched.
 func TestNodeDeleteRevokesTokens(t *testing.T) {
+	parallel(t)
 	e := env(t)
 	forEachBackend(t, func(t *testing.T, backend string) {
 		s := e.startServer(t, serverConfig{backend: backend, args: []string{"-max-tokens-per-host", "3"}})
@@ -43,6 +44,7 @@ func TestNodeDeleteRevokesTokens(t *testing.T) {
 // NotReady (a reboot) is still there 10 s later, and gone within 5 s of the
 // Node turning Ready.
 func TestRevokeOnReady(t *testing.T) {
+	parallel(t)
 	e := env(t)
 	s := e.startServer(t, serverConfig{backend: "api", args: []string{"-max-tokens-per-host", "3"}})
 	const joined, rebooted = "mlab1-rdy01.mlab-sandbox.measurement-lab.org", "mlab2-rdy01.mlab-sandbox.measurement-lab.org"

@@ -23,6 +23,7 @@ import (
 // during the delay are served, and every request accepted gets its token
 // before the server exits with status 0.
 func TestSIGTERMDuringStorm(t *testing.T) {
+	alone(t)
 	const inFlight, late = 40, 10
 	e := env(t)
 	binDir := t.TempDir()
@@ -132,6 +133,7 @@ func sendNewConn(url string, body []byte) (response, error) {
 // machine's token request on a new connection still succeeds within a
 // second, and that / still answers.
 func TestIdleConnections(t *testing.T) {
+	alone(t)
 	const idle = 5000
 	e := env(t)
 	s := e.startServer(t, serverConfig{backend: "api"})
@@ -191,6 +193,7 @@ func readAll(resp *http.Response) ([]byte, error) { return io.ReadAll(resp.Body)
 // token requests at once: those the limiter cannot grant in time get an
 // empty 503 with Retry-After, never a 500.
 func TestRateLimitedIs503(t *testing.T) {
+	parallel(t)
 	const n = 20
 	e := env(t)
 	s := e.startServer(t, serverConfig{backend: "api", args: []string{

@@ -46,6 +46,7 @@ func hungBinDir(t *testing.T) string {
 // is killed at the command timeout, on its own, and the request gets its
 // 500 then, not when the backend deadline comes.
 func TestCommandTimeout(t *testing.T) {
+	parallel(t)
 	const (
 		commandTimeout = 2 * time.Second
 		backendTimeout = 30 * time.Second

@@ -15,6 +15,7 @@ var tokenRE = regexp.MustCompile(`^([a-z0-9]{6})\.([a-z0-9]{16})$`)
 // each against the API server: the Secret kubeadm stored, and that the token
 // really authenticates.
 func TestAllocateToken(t *testing.T) {
+	parallel(t)
 	e := env(t)
 	forEachBackend(t, func(t *testing.T, backend string) {
 		testAllocateToken(t, e, backend)
@@ -117,7 +118,9 @@ func checkExpiration(t *testing.T, exp string, from, to time.Time) {
 // TestRefusals sends requests the server must turn away before any backend
 // runs, and checks that none reached the API server or Datastore.
 func TestRefusals(t *testing.T) {
-	e := env(t)
+	parallel(t)
+	// A control plane of its own: it counts every token in the cluster.
+	e := privateEnv(t, true, false)
 	forEachBackend(t, func(t *testing.T, backend string) {
 		testRefusals(t, e, backend)
 	})
@@ -159,7 +162,7 @@ func testRefusals(t *testing.T, e *testEnv, backend string) {
 	if after := len(bootstrapSecrets(t, e)); after != before {
 		t.Errorf("bootstrap tokens: %d before the refused requests, %d after; want no new ones", before, after)
 	}
-	if _, err := loadCredentials(t, "mlab-sandbox", "mlab4d-lga01.mlab-sandbox.measurement-lab.org"); err == nil {
+	if _, err := loadCredentials(t, e, "mlab-sandbox", "mlab4d-lga01.mlab-sandbox.measurement-lab.org"); err == nil {
 		t.Errorf("refused BMC requests stored credentials")
 	}
 }
