@@ -119,6 +119,8 @@ type Spec struct {
 	Module func(ctx context.Context, work string) (gomod string, err error)
 	// LDFlags are passed to go build.
 	LDFlags string
+	// GCFlags, when set, are passed to go build as -gcflags.
+	GCFlags string
 	// Tags are build tags, to leave out what the tests do not use.
 	Tags []string
 	// Finish, when set, runs on the built folder before it is put in place,
@@ -228,6 +230,9 @@ func build(ctx context.Context, spec Spec, dest string) error {
 	// One go build for every program: packages they share compile once and
 	// the links run side by side.
 	args := []string{"build", "-trimpath", "-ldflags", "-s -w " + spec.LDFlags, "-o", out + "/"}
+	if spec.GCFlags != "" {
+		args = append(args, "-gcflags", spec.GCFlags)
+	}
 	if len(spec.Tags) > 0 {
 		args = append(args, "-tags", strings.Join(spec.Tags, ","))
 	}

@@ -20,11 +20,15 @@ func Prometheus(version string) Spec {
 			"prometheus": "github.com/prometheus/prometheus/cmd/prometheus",
 			"promtool":   "github.com/prometheus/prometheus/cmd/promtool",
 		},
-		Expect: 6 * time.Minute,
+		Expect: 2 * time.Minute,
 		Module: requireOne("github.com/prometheus/prometheus", version),
 		// The tests scrape static targets: no cloud service discovery
 		// (AWS, Azure, GCE, Kubernetes, …), which is most of the build.
 		Tags: []string{"remove_all_sd"},
+		// Without optimisation or inlining: the tests scrape one target
+		// and evaluate a few rules, so speed of compiling is what counts
+		// (203 s of CPU instead of 321 s on 2 cores, 2026-11-26).
+		GCFlags: "all=-N -l",
 	}
 }
 
