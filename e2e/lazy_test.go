@@ -24,7 +24,11 @@ func TestListNeedsNoComponent(t *testing.T) {
 		t.Fatal(err)
 	}
 	cache := t.TempDir()
-	cmd := exec.Command("go", "test", "-list", ".", "./e2e/")
+	args := []string{"test", "-list", "."}
+	if raceEnabled {
+		args = append(args, "-race") // what the compiler already built
+	}
+	cmd := exec.Command("go", append(args, "./e2e/")...)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "EPOXY_COMPONENTS_CACHE="+cache, "K8S_BIN_DIR=")
 	out, err := cmd.CombinedOutput()

@@ -37,6 +37,11 @@ func TestMakeRun(t *testing.T) {
 	tmp := stackTemp(t, 0o700)
 	port := freePort(t)
 	env := append(os.Environ(), "TMPDIR="+tmp)
+	if raceEnabled {
+		// The same command with the race detector on, which also spares
+		// make test a second build of every package without it.
+		env = append(env, "GOFLAGS="+strings.TrimSpace(os.Getenv("GOFLAGS")+" -race"))
+	}
 	runStack(t, tmp, port, env, nil, "make", "-s", "-C", root, "run",
 		"DEVFLAGS=-listen-address 127.0.0.1:"+strconv.Itoa(port))
 }
@@ -80,11 +85,16 @@ func TestRunAsOrdinaryUser(t *testing.T) {
 	}
 	copyPrograms(t, binDir, bins, "etcd", "kube-apiserver", "kubeadm", "kubectl")
 	devstack := filepath.Join(bins, "devstack")
-	server, err := BuildServer(root, bins, false)
+	// With the race detector when the tests have it, as TestMakeRun.
+	server, err := BuildServer(root, bins, raceEnabled)
 	if err != nil {
 		t.Fatal(err)
 	}
-	build := exec.Command("go", "build", "-o", devstack, "./e2e/devstack")
+	buildArgs := []string{"build", "-o", devstack}
+	if raceEnabled {
+		buildArgs = append(buildArgs, "-race")
+	}
+	build := exec.Command("go", append(buildArgs, "./e2e/devstack")...)
 	build.Dir = root
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build ./e2e/devstack: %v\n%s", err, out)
