@@ -7,8 +7,8 @@ GO ?= go
 # "context deadline exceeded" failure (golang/go#75804).
 FUZZTIME ?= 50000x
 # package:target pairs run by `make fuzz`.
-FUZZ_TARGETS = handler:FuzzExtensionRequest node:FuzzValidName handler:FuzzPassword \
-	token:FuzzParseJoinCommand
+FUZZ_TARGETS = handler:FuzzExtensionRequest hostname:FuzzValid handler:FuzzPassword \
+	token/joincmd:FuzzParse
 
 .PHONY: build run dev serve test check prepare lint unit fuzz bootstorm ops dashboard
 

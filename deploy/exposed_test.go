@@ -20,7 +20,7 @@ import (
 
 	"github.com/m-lab/epoxy-extensions/command"
 	"github.com/m-lab/epoxy-extensions/handler"
-	"github.com/m-lab/epoxy-extensions/storage"
+	"github.com/m-lab/epoxy-extensions/hostname"
 	"github.com/m-lab/epoxy-extensions/token"
 )
 
@@ -67,9 +67,9 @@ func (f fakeBackend) Create(_ context.Context, host string) (token.Join, error) 
 
 func (f fakeBackend) Delete(_ context.Context, host string) error { return f.err(host) }
 
-func (f fakeBackend) Put(_ context.Context, bmc storage.BMC, _ string) error {
+func (f fakeBackend) Put(_ context.Context, bmc hostname.BMC, _ string) error {
 	if strings.HasPrefix(bmc.Hostname, "mlab4d-") {
-		return fmt.Errorf("%w %s: no such host", storage.ErrResolve, bmc.Hostname)
+		return fmt.Errorf("%w %s: no such host", hostname.ErrResolve, bmc.Hostname)
 	}
 	if strings.HasPrefix(bmc.Hostname, "mlab2d-") {
 		return errors.New(errBackendUp)

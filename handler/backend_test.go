@@ -1,21 +1,12 @@
 package handler
 
 import (
-	"context"
-	"errors"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/m-lab/epoxy-extensions/metrics"
-	"github.com/m-lab/epoxy-extensions/node"
-	"github.com/m-lab/epoxy-extensions/token"
 )
 
 // namedTokens and namedNodes are the fakes with a Name method, as the
@@ -34,33 +25,9 @@ type namedNodes struct {
 
 func (n namedNodes) Name() string { return n.name }
 
-// forbiddenAPI is an API server that refuses every Secret create and Node
-// delete.
-type forbiddenAPI struct{}
-
-var (
-	_ node.Remover = forbiddenAPI{}
-)
-
-func (forbiddenAPI) Create(context.Context, *corev1.Secret, metav1.CreateOptions) (*corev1.Secret, error) {
-	return nil, apierrors.NewForbidden(schema.GroupResource{Resource: "secrets"}, "", errors.New("RBAC"))
-}
-
-func (forbiddenAPI) Get(context.Context, string, metav1.GetOptions) (*corev1.Secret, error) {
-	return nil, apierrors.NewForbidden(schema.GroupResource{Resource: "secrets"}, "", errors.New("RBAC"))
-}
-
-func (forbiddenAPI) Delete(context.Context, string, metav1.DeleteOptions) error {
-	return apierrors.NewForbidden(schema.GroupResource{Resource: "nodes"}, "", errors.New("RBAC"))
-}
-
-// failingRunner is a kubeadm or kubectl that always fails.
-type failingRunner struct{}
-
-func (failingRunner) Run(context.Context, string, ...string) ([]byte, error) { return nil, errFake }
-
 // TestBackendFailuresByName checks that a failing backend is counted and
 // logged under its own name, or under the exec backend's when it has none.
+// TestBackendErrors (package main) does the same with the real backends.
 func TestBackendFailuresByName(t *testing.T) {
 	const tokenPath, nodePath = "/v2/allocate_k8s_token", "/v1/node/delete"
 	tests := []struct {
@@ -72,12 +39,8 @@ func TestBackendFailuresByName(t *testing.T) {
 	}{
 		{name: "named token backend", tokens: namedTokens{&fakeTokens{fail: true}, "kube_api"}, path: tokenPath, want: "kube_api"},
 		{name: "unnamed token backend", tokens: &fakeTokens{fail: true}, path: tokenPath, want: "kubeadm"},
-		{name: "token.API", tokens: &token.Slots{Store: &token.API{Secrets: forbiddenAPI{}}, Max: 3, TTL: time.Minute}, path: tokenPath, want: "kube_api"},
-		{name: "token.Kubeadm", tokens: &token.Slots{Store: &token.Kubeadm{Runner: failingRunner{}, TTL: time.Minute}, Max: 3, TTL: time.Minute}, path: tokenPath, want: "kubeadm"},
 		{name: "named node backend", nodes: namedNodes{&fakeNodes{fail: true}, "kube_api"}, path: nodePath, want: "kube_api"},
 		{name: "unnamed node backend", nodes: &fakeNodes{fail: true}, path: nodePath, want: "kubectl"},
-		{name: "node.API", nodes: &node.API{Nodes: forbiddenAPI{}}, path: nodePath, want: "kube_api"},
-		{name: "node.Kubectl", nodes: &node.Kubectl{Runner: failingRunner{}}, path: nodePath, want: "kubectl"},
 		{name: "another name", nodes: namedNodes{&fakeNodes{fail: true}, "test_backend"}, path: nodePath, want: "test_backend"},
 	}
 	names := []string{"kube_api", "kubeadm", "kubectl", "test_backend"}
@@ -124,10 +87,6 @@ func TestBackendName(t *testing.T) {
 		fallback string
 		want     string
 	}{
-		{name: "token.API", backend: &token.API{}, fallback: "kubeadm", want: "kube_api"},
-		{name: "token.Kubeadm", backend: &token.Kubeadm{}, fallback: "x", want: "kubeadm"},
-		{name: "node.API", backend: &node.API{}, fallback: "kubectl", want: "kube_api"},
-		{name: "node.Kubectl", backend: &node.Kubectl{}, fallback: "x", want: "kubectl"},
 		{name: "no Name method", backend: &fakeTokens{}, fallback: "kubeadm", want: "kubeadm"},
 		{name: "nil", backend: nil, fallback: "kubectl", want: "kubectl"},
 	}

@@ -11,15 +11,15 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/m-lab/epoxy-extensions/token"
+	"github.com/m-lab/epoxy-extensions/token/joincmd"
 )
 
 // noopTokens returns a fixed join at no cost, so a benchmark measures the
 // server alone.
 type noopTokens struct{}
 
-func (noopTokens) Create(context.Context, string) (token.Join, error) {
-	return token.Join{APIAddress: "192.0.2.1:6443", Token: "abcdef.0123456789abcdef", CAHash: "sha256:" + strings.Repeat("0", 64)}, nil
+func (noopTokens) Create(context.Context, string) (joincmd.Join, error) {
+	return joincmd.Join{APIAddress: "192.0.2.1:6443", Token: "abcdef.0123456789abcdef", CAHash: "sha256:" + strings.Repeat("0", 64)}, nil
 }
 
 // BenchmarkTokenRequest is the server's own cost of one v2 token request:

@@ -11,7 +11,6 @@ import (
 
 	"github.com/m-lab/epoxy-extensions/metrics"
 	"github.com/m-lab/epoxy-extensions/redact"
-	"github.com/m-lab/epoxy-extensions/token"
 )
 
 // Refusal is a reason to turn a request away before it reaches a backend.
@@ -105,12 +104,12 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, o outcome, err err
 	}
 	var refusal *Refusal
 	var backend *backendError
-	var limit *token.LimitError
+	var limit interface{ RetryTime() time.Time } // token.LimitError
 	retry := RetryAfter
 	switch {
 	case errors.As(err, &limit):
 		err = fmt.Errorf("%w: %w", ErrTokenLimit, err)
-		retry = retryAfter(limit.RetryAt, time.Now())
+		retry = retryAfter(limit.RetryTime(), time.Now())
 	case isOverload(err):
 		err = fmt.Errorf("%w: %w", ErrBusy, err)
 	}

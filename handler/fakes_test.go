@@ -9,8 +9,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/m-lab/epoxy-extensions/storage"
-	"github.com/m-lab/epoxy-extensions/token"
+	"github.com/m-lab/epoxy-extensions/hostname"
+	"github.com/m-lab/epoxy-extensions/token/joincmd"
 )
 
 var errFake = errors.New("fake backend failure")
@@ -27,7 +27,7 @@ type fakeTokens struct {
 
 var _ TokenIssuer = (*fakeTokens)(nil)
 
-func (f *fakeTokens) Create(ctx context.Context, host string) (token.Join, error) {
+func (f *fakeTokens) Create(ctx context.Context, host string) (joincmd.Join, error) {
 	if f.delay > 0 {
 		time.Sleep(f.delay)
 	}
@@ -35,14 +35,14 @@ func (f *fakeTokens) Create(ctx context.Context, host string) (token.Join, error
 	defer f.mu.Unlock()
 	f.calls++
 	if f.fail {
-		return token.Join{}, errFake
+		return joincmd.Join{}, errFake
 	}
 	if f.issued == nil {
 		f.issued = make(map[string]string)
 	}
 	tok := fmt.Sprintf("%06d.%016d", f.calls, f.calls)
 	f.issued[tok] = host
-	return token.Join{APIAddress: "192.0.2.1:6443", Token: tok, CAHash: "sha256:" + fmt.Sprintf("%064x", f.calls)}, nil
+	return joincmd.Join{APIAddress: "192.0.2.1:6443", Token: tok, CAHash: "sha256:" + fmt.Sprintf("%064x", f.calls)}, nil
 }
 
 // fakeNodes records the names it was asked to delete.
@@ -70,13 +70,13 @@ type fakeCreds struct {
 	err error
 
 	mu   sync.Mutex
-	puts []storage.BMC
+	puts []hostname.BMC
 	pass []string
 }
 
 var _ CredentialStore = (*fakeCreds)(nil)
 
-func (f *fakeCreds) Put(ctx context.Context, bmc storage.BMC, password string) error {
+func (f *fakeCreds) Put(ctx context.Context, bmc hostname.BMC, password string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.puts = append(f.puts, bmc)

@@ -9,7 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/m-lab/epoxy-extensions/node"
+	"github.com/m-lab/epoxy-extensions/hostname"
 )
 
 func FuzzPassword(f *testing.F) {
@@ -79,12 +79,12 @@ func FuzzExtensionRequest(f *testing.F) {
 			t.Fatalf("status %d for %s %s %q", resp.StatusCode, method, path, reqBody)
 		}
 		for _, n := range nodes.names {
-			if !node.ValidName(n) {
+			if !hostname.Valid(n) {
 				t.Fatalf("kubectl got invalid name %q", n)
 			}
 		}
 		for _, h := range tokens.issued {
-			if h != "" && !node.ValidName(h) {
+			if h != "" && !hostname.Valid(h) {
 				t.Fatalf("kubeadm got invalid host %q", h)
 			}
 		}

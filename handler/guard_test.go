@@ -2,7 +2,6 @@ package handler
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,10 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/m-lab/epoxy-extensions/command"
-	"github.com/m-lab/epoxy-extensions/kube"
 	"github.com/m-lab/epoxy-extensions/metrics"
-	"github.com/m-lab/epoxy-extensions/token"
+	"github.com/m-lab/epoxy-extensions/token/joincmd"
 )
 
 func TestSources(t *testing.T) {
@@ -81,16 +78,30 @@ func (f failingReader) Read([]byte) (int, error) {
 // errTokens fails every Create with err.
 type errTokens struct{ err error }
 
-func (e errTokens) Create(ctx context.Context, host string) (token.Join, error) {
-	return token.Join{}, e.err
+func (e errTokens) Create(ctx context.Context, host string) (joincmd.Join, error) {
+	return joincmd.Join{}, e.err
 }
+
+// limitError is a token limit reached, as token.LimitError reports one: the
+// handler knows it by its RetryTime method.
+type limitError struct{ at time.Time }
+
+func (e limitError) Error() string        { return "host holds its most live join tokens" }
+func (e limitError) RetryTime() time.Time { return e.at }
+
+// overloadError is an overload, as command.ErrBusy and kube.ErrOverloaded
+// report one: the handler knows it by its Overloaded method.
+type overloadError struct{}
+
+func (overloadError) Error() string    { return "overloaded" }
+func (overloadError) Overloaded() bool { return true }
 
 // TestOverloadAndLimit checks the statuses of a host over its token limit
 // (429, Retry-After when its oldest token expires) and of overload, from the
 // command slots or the API client's rate limiter (503, never 500), with
-// empty bodies.
+// empty bodies. TestBackendErrors (package main) does the same with the
+// real backends' errors.
 func TestOverloadAndLimit(t *testing.T) {
-	throttled := errors.New(`client rate limiter Wait returned an error: rate: Wait(n=1) would exceed context deadline`)
 	tests := []struct {
 		name       string
 		err        error
@@ -98,12 +109,11 @@ func TestOverloadAndLimit(t *testing.T) {
 		retryAfter string
 		reason     string
 	}{
-		{name: "limit", err: &token.LimitError{Host: machine, Max: 3, RetryAt: time.Now().Add(90*time.Second + 500*time.Millisecond)},
+		{name: "limit", err: fmt.Errorf("kubeadm: %w", limitError{time.Now().Add(90*time.Second + 500*time.Millisecond)}),
 			want: 429, retryAfter: "91", reason: "token_limit"},
-		{name: "limit already past", err: &token.LimitError{Host: machine, Max: 3, RetryAt: time.Now().Add(-time.Second)},
+		{name: "limit already past", err: limitError{time.Now().Add(-time.Second)},
 			want: 429, retryAfter: "1", reason: "token_limit"},
-		{name: "no command slot", err: fmt.Errorf("kubeadm: %w: waited", command.ErrBusy), want: 503, retryAfter: RetryAfter, reason: "busy"},
-		{name: "API overloaded", err: fmt.Errorf("creating Secret: %w: %w", kube.ErrOverloaded, throttled), want: 503, retryAfter: RetryAfter, reason: "busy"},
+		{name: "overloaded", err: fmt.Errorf("kubeadm: %w: waited", overloadError{}), want: 503, retryAfter: RetryAfter, reason: "busy"},
 		{name: "other failure", err: errFake, want: 500},
 	}
 	for _, tc := range tests {

@@ -13,17 +13,17 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/m-lab/epoxy-extensions/hostname"
 	"github.com/m-lab/epoxy-extensions/metrics"
 	"github.com/m-lab/epoxy-extensions/redact"
-	"github.com/m-lab/epoxy-extensions/storage"
-	"github.com/m-lab/epoxy-extensions/token"
+	"github.com/m-lab/epoxy-extensions/token/joincmd"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // TokenIssuer creates a join token for a host; host may be empty.
 type TokenIssuer interface {
-	Create(ctx context.Context, host string) (token.Join, error)
+	Create(ctx context.Context, host string) (joincmd.Join, error)
 }
 
 // NodeDeleter removes a node from the cluster; a missing node is no error.
@@ -39,7 +39,7 @@ type TokenRevoker interface {
 
 // CredentialStore stores a BMC password.
 type CredentialStore interface {
-	Put(ctx context.Context, bmc storage.BMC, password string) error
+	Put(ctx context.Context, bmc hostname.BMC, password string) error
 }
 
 // backendName names backend b in logs and the backend failures metric: the
@@ -169,7 +169,7 @@ func (s *Server) bmc(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, o, err)
 		return
 	}
-	bmc, err := storage.ParseBMC(req.Host)
+	bmc, err := hostname.ParseBMC(req.Host)
 	if err != nil {
 		s.fail(w, r, o, errors.Join(ErrNotMachine, err))
 		return
@@ -178,14 +178,14 @@ func (s *Server) bmc(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	start := time.Now()
 	err = s.Creds.Put(ctx, bmc, password)
-	if errors.Is(err, storage.ErrNotMachine) { // refused before any backend call
+	if errors.Is(err, hostname.ErrNotMachine) { // refused before any backend call
 		s.fail(w, r, o, errors.Join(ErrNotMachine, err))
 		return
 	}
 	o.backendDone("datastore", start)
 	if err != nil {
 		backend := "datastore"
-		if errors.Is(err, storage.ErrResolve) {
+		if errors.Is(err, hostname.ErrResolve) {
 			backend = "dns"
 		}
 		s.fail(w, r, o, &backendError{backend, err})

@@ -14,9 +14,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/m-lab/epoxy-extensions/hostname"
 	"github.com/m-lab/epoxy-extensions/metrics"
-	"github.com/m-lab/epoxy-extensions/storage"
-	"github.com/m-lab/epoxy-extensions/token"
+	"github.com/m-lab/epoxy-extensions/token/joincmd"
 )
 
 const (
@@ -83,9 +83,9 @@ func TestEndpoints(t *testing.T) {
 		{name: "bmc-datastore-fails", path: "/v1/bmc_store_password", body: body(machine, recent, "p="+password),
 			creds: &fakeCreds{err: errFake}, wantCode: 500, wantBackend: true},
 		{name: "bmc-dns-fails", path: "/v1/bmc_store_password", body: body(machine, recent, "p="+password),
-			creds: &fakeCreds{err: fmt.Errorf("%w: nxdomain", storage.ErrResolve)}, wantCode: 500, wantBackend: true},
+			creds: &fakeCreds{err: fmt.Errorf("%w: nxdomain", hostname.ErrResolve)}, wantCode: 500, wantBackend: true},
 		{name: "bmc-v1-name-without-project", path: "/v1/bmc_store_password", body: body("mlab1.lga01.measurement-lab.org", recent, "p="+password),
-			creds: &fakeCreds{err: fmt.Errorf("%w: no project", storage.ErrNotMachine)}, wantCode: 400, wantBackend: true},
+			creds: &fakeCreds{err: fmt.Errorf("%w: no project", hostname.ErrNotMachine)}, wantCode: 400, wantBackend: true},
 		{name: "bmc-get", method: "GET", path: "/v1/bmc_store_password", wantCode: 405},
 		{name: "health", method: "GET", path: "/", wantCode: 200, wantType: "text/plain; charset=utf-8", wantBody: Health},
 		{name: "unknown-path", method: "GET", path: "/v3/allocate_k8s_token", wantCode: 404, wantBody: "404 page not found\n"},
@@ -116,7 +116,7 @@ func TestEndpoints(t *testing.T) {
 				t.Errorf("Content-Type = %q, want %q", ct, tc.wantType)
 			}
 			if tc.wantJSON {
-				var j token.Join
+				var j joincmd.Join
 				if err := json.Unmarshal(got, &j); err != nil || j.Token == "" || j.CAHash == "" || j.APIAddress == "" {
 					t.Errorf("body %q is not a complete join JSON (err %v)", got, err)
 				}
@@ -141,7 +141,7 @@ func TestBMCStoresDerivedName(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Fatalf("status = %d, want 200", resp.StatusCode)
 	}
-	want := storage.BMC{Hostname: bmcHost, Project: "mlab-oti"}
+	want := hostname.BMC{Hostname: bmcHost, Project: "mlab-oti"}
 	if len(creds.puts) != 1 || creds.puts[0] != want || creds.pass[0] != password {
 		t.Errorf("stored %v %q, want %v %q", creds.puts, creds.pass, want, password)
 	}
@@ -186,7 +186,7 @@ func TestConcurrentTokensGoToTheirOwnHost(t *testing.T) {
 	defer srv.Close()
 
 	const n = 200
-	got := make([]token.Join, n)
+	got := make([]joincmd.Join, n)
 	errs := make(chan error, n)
 	var wg sync.WaitGroup
 	for i := range n {
@@ -228,7 +228,7 @@ func TestConcurrentTokensGoToTheirOwnHost(t *testing.T) {
 }
 
 func TestFailuresAreCounted(t *testing.T) {
-	s, _ := testServer(&fakeTokens{fail: true}, &fakeNodes{}, &fakeCreds{err: fmt.Errorf("%w: x", storage.ErrResolve)}, now)
+	s, _ := testServer(&fakeTokens{fail: true}, &fakeNodes{}, &fakeCreds{err: fmt.Errorf("%w: x", hostname.ErrResolve)}, now)
 	refusals := metrics.Refusals.WithLabelValues(endpointNode, "hostname")
 	kubeadm := metrics.BackendFailures.WithLabelValues("kubeadm")
 	dns := metrics.BackendFailures.WithLabelValues("dns")

@@ -9,7 +9,7 @@ import (
 
 	"github.com/m-lab/epoxy/extension"
 
-	"github.com/m-lab/epoxy-extensions/node"
+	"github.com/m-lab/epoxy-extensions/hostname"
 )
 
 // Request is an extension request that passed validation.
@@ -69,7 +69,7 @@ func (v *Validator) Parse(w http.ResponseWriter, r *http.Request, hostOptional b
 		return Request{}, ErrNoV1
 	}
 	req := Request{Host: ext.V1.Hostname, LastBoot: ext.V1.LastBoot, RawQuery: ext.V1.RawQuery}
-	if !(hostOptional && req.Host == "") && !node.ValidName(req.Host) {
+	if !(hostOptional && req.Host == "") && !hostname.Valid(req.Host) {
 		return Request{}, fmt.Errorf("%w: %.80q", ErrHostname, req.Host)
 	}
 	now := time.Now

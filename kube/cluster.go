@@ -7,8 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net"
-	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -17,6 +15,8 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	certutil "k8s.io/client-go/util/cert"
 	bootstrapapi "k8s.io/cluster-bootstrap/token/api"
+
+	"github.com/m-lab/epoxy-extensions/hostname"
 )
 
 // Cluster is what a joining machine needs besides its token: where the API
@@ -124,7 +124,7 @@ func clusterFromConfig(cfg *clientcmdapi.Config) (Cluster, error) {
 		return Cluster{}, fmt.Errorf("%w: CA certificate: %v", ErrCluster, err)
 	}
 	addr := strings.ReplaceAll(cluster.Server, "https://", "")
-	if !ValidAddress(addr) {
+	if !hostname.ValidAddress(addr) {
 		return Cluster{}, fmt.Errorf("%w: server %q is not https://host:port", ErrCluster, cluster.Server)
 	}
 	return Cluster{APIAddress: addr, CAHash: CAHash(certs[0])}, nil
@@ -135,15 +135,4 @@ func clusterFromConfig(cfg *clientcmdapi.Config) (Cluster, error) {
 func CAHash(ca *x509.Certificate) string {
 	sum := sha256.Sum256(ca.RawSubjectPublicKeyInfo)
 	return "sha256:" + hex.EncodeToString(sum[:])
-}
-
-// ValidAddress reports whether addr is host:port with a host and a port
-// from 1 to 65535: what `kubeadm join` expects as its argument.
-func ValidAddress(addr string) bool {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil || host == "" || strings.ContainsAny(host, "/?#@ ") {
-		return false
-	}
-	n, err := strconv.ParseUint(port, 10, 16)
-	return err == nil && n > 0
 }

@@ -15,7 +15,7 @@ import (
 
 	"github.com/m-lab/epoxy-extensions/loadtest/storm"
 
-	"github.com/m-lab/epoxy-extensions/node"
+	"github.com/m-lab/epoxy-extensions/hostname"
 )
 
 // maxBody bounds what one answer may make us hold; a join answer is ~150 bytes.
@@ -52,7 +52,7 @@ func makeHosts(format string, n int) ([]string, error) {
 		if strings.Contains(h, "%!") {
 			return nil, fmt.Errorf("-host-format %q: bad verb for one int argument: %q", format, h)
 		}
-		if !node.ValidName(h) {
+		if !hostname.Valid(h) {
 			return nil, fmt.Errorf("-host-format %q: %q is not a lowercase DNS name", format, h)
 		}
 		if seen[h] {

@@ -8,6 +8,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/m-lab/epoxy-extensions/hostname"
 	"github.com/m-lab/epoxy-extensions/kube"
 )
 
@@ -29,7 +30,7 @@ type API struct {
 func (a *API) Delete(ctx context.Context, name string) error {
 	// The handler validates names already; an empty one would address
 	// the collection.
-	if !ValidName(name) {
+	if !hostname.Valid(name) {
 		return fmt.Errorf("%w: %q", ErrInvalidName, name)
 	}
 	if a.Timeout > 0 {

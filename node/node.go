@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 
 	"github.com/m-lab/epoxy-extensions/command"
+	"github.com/m-lab/epoxy-extensions/hostname"
 )
 
 // Kubectl deletes nodes by running `kubectl delete node`.
@@ -29,7 +30,7 @@ var ErrInvalidName = errors.New("invalid node name")
 func (k *Kubectl) Delete(ctx context.Context, name string) error {
 	// The handler validates names already; this is the last line of
 	// defence against `--all`, which would empty the cluster.
-	if !ValidName(name) {
+	if !hostname.Valid(name) {
 		return fmt.Errorf("%w: %q", ErrInvalidName, name)
 	}
 	var args []string

@@ -6,12 +6,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"regexp"
-	"strings"
 	"sync"
 
 	"cloud.google.com/go/datastore"
-	"github.com/m-lab/go/host"
+
+	"github.com/m-lab/epoxy-extensions/hostname"
 )
 
 // The reboot service's schema.
@@ -34,64 +33,6 @@ type Credentials struct {
 	Model    string `datastore:"model"`
 	Address  string `datastore:"address"`
 }
-
-// BMC names the BMC of one M-Lab machine.
-type BMC struct {
-	// Hostname is the BMC's name: the machine's with mlabN replaced by mlabNd.
-	Hostname string
-	// Project is the Google Cloud project named in the hostname.
-	Project string
-}
-
-// ErrResolve means the BMC's name did not resolve to an address.
-var ErrResolve = errors.New("cannot resolve BMC")
-
-// ErrNotMachine means a hostname is not that of an M-Lab physical machine,
-// which is the only kind that has a BMC.
-var ErrNotMachine = errors.New("not an M-Lab machine name")
-
-// v1Machine finds the machine and site at the end of a v1 name, dashed
-// (ndt-iupui-mlab1-lga01.measurement-lab.org) or dotted
-// (mlab1.lga01.measurement-lab.org), as github.com/m-lab/go/host does.
-var v1Machine = regexp.MustCompile(`(^|[-.])(mlab[1-4])([-.][a-z]{3}[0-9tc]{2}\.measurement-lab\.org)$`)
-
-// ParseBMC derives the BMC of the machine named name, as M-Lab's original
-// server did: the name with the machine mlabN replaced by mlabNd, in the
-// project the name gives. It accepts the physical-machine names
-// github.com/m-lab/go/host parses: v2 names, with or without a service
-// prefix (mlab1-lga01.mlab-oti.measurement-lab.org →
-// mlab1d-lga01.mlab-oti.measurement-lab.org in project mlab-oti), and v1
-// names (mlab1.lga01.measurement-lab.org → mlab1d.lga01.measurement-lab.org),
-// which name no project: Store needs one of its own for them. Unlike the
-// original, it replaces the machine where the name format puts it, not its
-// first occurrence, and refuses names that have no BMC: virtual machines
-// (an instance-group suffix), v3 (autojoin) names, BMC names themselves and
-// "third-party".
-func ParseBMC(name string) (BMC, error) {
-	p, err := host.Parse(name)
-	if err != nil {
-		return BMC{}, fmt.Errorf("%w: %w", ErrNotMachine, err)
-	}
-	if !machineRE.MatchString(p.Machine) || p.Suffix != "" {
-		return BMC{}, fmt.Errorf("%w: %s has no BMC", ErrNotMachine, name)
-	}
-	switch p.Version {
-	case "v2":
-		// <machine>-<site> or <service>-<machine>-<site>, then the project.
-		first, rest, _ := strings.Cut(name, ".")
-		labels := strings.Split(first, "-")
-		labels[len(labels)-2] += "d"
-		return BMC{Hostname: strings.Join(labels, "-") + "." + rest, Project: p.Project}, nil
-	case "v1":
-		if !v1Machine.MatchString(name) {
-			return BMC{}, fmt.Errorf("%w: %s", ErrNotMachine, name)
-		}
-		return BMC{Hostname: v1Machine.ReplaceAllString(name, "${1}${2}d${3}")}, nil
-	}
-	return BMC{}, fmt.Errorf("%w: %s has no BMC", ErrNotMachine, name)
-}
-
-var machineRE = regexp.MustCompile(`^mlab[1-4]$`)
 
 // Resolver looks up the addresses of a host.
 type Resolver interface {
@@ -128,21 +69,21 @@ type Store struct {
 // Put stores password as the credentials of bmc, replacing what was there.
 // ctx bounds both the DNS lookup and the Datastore write. A BMC whose name
 // gives no project (a v1 name) needs Store's Project; without it, Put fails
-// with ErrNotMachine before any lookup.
-func (s *Store) Put(ctx context.Context, bmc BMC, password string) error {
+// with hostname.ErrNotMachine before any lookup.
+func (s *Store) Put(ctx context.Context, bmc hostname.BMC, password string) error {
 	project := bmc.Project
 	if s.Project != "" {
 		project = s.Project
 	}
 	if project == "" {
-		return fmt.Errorf("%w: %s names no Google Cloud project (set -datastore-project)", ErrNotMachine, bmc.Hostname)
+		return fmt.Errorf("%w: %s names no Google Cloud project (set -datastore-project)", hostname.ErrNotMachine, bmc.Hostname)
 	}
 	addrs, err := s.Resolver.LookupHost(ctx, bmc.Hostname)
 	if err != nil {
-		return fmt.Errorf("%w %s: %w", ErrResolve, bmc.Hostname, err)
+		return fmt.Errorf("%w %s: %w", hostname.ErrResolve, bmc.Hostname, err)
 	}
 	if len(addrs) == 0 {
-		return fmt.Errorf("%w %s: no addresses", ErrResolve, bmc.Hostname)
+		return fmt.Errorf("%w %s: no addresses", hostname.ErrResolve, bmc.Hostname)
 	}
 	client, err := s.client(project)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 
 	"cloud.google.com/go/datastore"
 
+	"github.com/m-lab/epoxy-extensions/hostname"
 	"github.com/m-lab/epoxy-extensions/storage"
 )
 
@@ -24,88 +25,6 @@ var (
 
 // password looks like what stage 1 sends: 20 characters of [A-Za-z0-9].
 const password = "Qx7mN2pL9vR4tY8wK3zB"
-
-func TestParseBMC(t *testing.T) {
-	tests := []struct {
-		name    string
-		host    string
-		want    storage.BMC
-		wantErr bool
-	}{
-		{
-			name: "v2 machine",
-			host: "mlab1-lga01.mlab-oti.measurement-lab.org",
-			want: storage.BMC{Hostname: "mlab1d-lga01.mlab-oti.measurement-lab.org", Project: "mlab-oti"},
-		},
-		{
-			name: "testing site in sandbox",
-			host: "mlab4-abc0t.mlab-sandbox.measurement-lab.org",
-			want: storage.BMC{Hostname: "mlab4d-abc0t.mlab-sandbox.measurement-lab.org", Project: "mlab-sandbox"},
-		},
-		{
-			name: "staging",
-			host: "mlab2-ams05.mlab-staging.measurement-lab.org",
-			want: storage.BMC{Hostname: "mlab2d-ams05.mlab-staging.measurement-lab.org", Project: "mlab-staging"},
-		},
-		{
-			name: "v1 name: no project",
-			host: "mlab1.lga01.measurement-lab.org",
-			want: storage.BMC{Hostname: "mlab1d.lga01.measurement-lab.org"},
-		},
-		{
-			name: "v1 service name",
-			host: "ndt-iupui-mlab1-lga01.measurement-lab.org",
-			want: storage.BMC{Hostname: "ndt-iupui-mlab1d-lga01.measurement-lab.org"},
-		},
-		{
-			name: "v1 dotted service name",
-			host: "ndt.iupui.mlab3.lga0t.measurement-lab.org",
-			want: storage.BMC{Hostname: "ndt.iupui.mlab3d.lga0t.measurement-lab.org"},
-		},
-		{
-			name: "v2 service name",
-			host: "ndt-mlab1-lga01.mlab-oti.measurement-lab.org",
-			want: storage.BMC{Hostname: "ndt-mlab1d-lga01.mlab-oti.measurement-lab.org", Project: "mlab-oti"},
-		},
-		{
-			// The original replaced the first "mlab1": the service's.
-			name: "service named like the machine",
-			host: "mlab1-mlab1-lga01.mlab-oti.measurement-lab.org",
-			want: storage.BMC{Hostname: "mlab1-mlab1d-lga01.mlab-oti.measurement-lab.org", Project: "mlab-oti"},
-		},
-		{name: "v1 BMC name", host: "mlab1d.lga01.measurement-lab.org", wantErr: true},
-		{name: "v3 name", host: "lga3356-c89ffeef.rnp.autojoin.measurement-lab.org", wantErr: true},
-		{name: "v3 service name", host: "ndt-lga3356-040e9f4b.mlab.sandbox.measurement-lab.org", wantErr: true},
-		{name: "instance-group suffix", host: "mlab1-lga01.mlab-oti.measurement-lab.org-d9h6", wantErr: true},
-		{name: "service name with suffix", host: "ndt-mlab1-lga01.mlab-oti.measurement-lab.org-d9h6", wantErr: true},
-		{name: "already a BMC", host: "mlab1d-lga01.mlab-oti.measurement-lab.org", wantErr: true},
-		{name: "mlab5", host: "mlab5-lga01.mlab-oti.measurement-lab.org", wantErr: true},
-		{name: "mlab0", host: "mlab0-lga01.mlab-oti.measurement-lab.org", wantErr: true},
-		{name: "other domain", host: "mlab1-lga01.mlab-oti.example.org", wantErr: true},
-		{name: "trailing dot", host: "mlab1-lga01.mlab-oti.measurement-lab.org.", wantErr: true},
-		{name: "upper case", host: "MLAB1-LGA01.MLAB-OTI.MEASUREMENT-LAB.ORG", wantErr: true},
-		{name: "third-party", host: "third-party", wantErr: true},
-		{name: "IP address", host: "192.0.2.10", wantErr: true},
-		{name: "empty", host: "", wantErr: true},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := storage.ParseBMC(tc.host)
-			if tc.wantErr {
-				if !errors.Is(err, storage.ErrNotMachine) {
-					t.Errorf("ParseBMC(%q) = %+v, %v; want an error wrapping ErrNotMachine", tc.host, got, err)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatalf("ParseBMC(%q) error = %v, want nil", tc.host, err)
-			}
-			if got != tc.want {
-				t.Errorf("ParseBMC(%q) = %+v, want %+v", tc.host, got, tc.want)
-			}
-		})
-	}
-}
 
 // fakeResolver answers every lookup with addrs and err, and records hosts.
 type fakeResolver struct {
@@ -197,7 +116,7 @@ func (f *factory) client(project string) *fakeClient {
 	return f.clients[project]
 }
 
-var sandboxBMC = storage.BMC{Hostname: "mlab1d-lga01.mlab-sandbox.measurement-lab.org", Project: "mlab-sandbox"}
+var sandboxBMC = hostname.BMC{Hostname: "mlab1d-lga01.mlab-sandbox.measurement-lab.org", Project: "mlab-sandbox"}
 
 func TestStorePut(t *testing.T) {
 	errLookup := &net.DNSError{Err: "no such host", Name: sandboxBMC.Hostname, IsNotFound: true}
@@ -228,13 +147,13 @@ func TestStorePut(t *testing.T) {
 		{
 			name:      "lookup failure",
 			lookupErr: errLookup,
-			wantErrIs: []error{storage.ErrResolve, errLookup},
+			wantErrIs: []error{hostname.ErrResolve, errLookup},
 			wantErrIn: []string{sandboxBMC.Hostname},
 		},
 		{
 			name:      "no addresses",
 			addrs:     []string{},
-			wantErrIs: []error{storage.ErrResolve},
+			wantErrIs: []error{hostname.ErrResolve},
 			wantErrIn: []string{sandboxBMC.Hostname},
 		},
 		{
@@ -373,7 +292,7 @@ func TestStoreReusesClients(t *testing.T) {
 	f := &factory{}
 	s := &storage.Store{Resolver: &fakeResolver{addrs: []string{"192.0.2.11"}}, NewClient: f.NewClient}
 	defer s.Close()
-	bmcs := []storage.BMC{
+	bmcs := []hostname.BMC{
 		sandboxBMC,
 		{Hostname: "mlab2d-lga01.mlab-sandbox.measurement-lab.org", Project: "mlab-sandbox"},
 		{Hostname: "mlab1d-lga01.mlab-oti.measurement-lab.org", Project: "mlab-oti"},
@@ -419,8 +338,8 @@ func TestStoreProjectLimit(t *testing.T) {
 	f := &factory{}
 	s := &storage.Store{Resolver: &fakeResolver{addrs: []string{"192.0.2.11"}}, NewClient: f.NewClient}
 	defer s.Close()
-	bmcIn := func(i int) storage.BMC {
-		return storage.BMC{Hostname: "mlab1d-lga01.p" + fmt.Sprint(i) + ".measurement-lab.org", Project: "p" + fmt.Sprint(i)}
+	bmcIn := func(i int) hostname.BMC {
+		return hostname.BMC{Hostname: "mlab1d-lga01.p" + fmt.Sprint(i) + ".measurement-lab.org", Project: "p" + fmt.Sprint(i)}
 	}
 	for i := range maxProjects {
 		if err := s.Put(context.Background(), bmcIn(i), password); err != nil {
@@ -449,7 +368,7 @@ func TestStoreClose(t *testing.T) {
 	s := &storage.Store{Resolver: &fakeResolver{addrs: []string{"192.0.2.11"}}, NewClient: f.NewClient}
 	projects := []string{"a", "b", "c"}
 	for _, p := range projects {
-		b := storage.BMC{Hostname: "mlab1d-lga01." + p + ".measurement-lab.org", Project: p}
+		b := hostname.BMC{Hostname: "mlab1d-lga01." + p + ".measurement-lab.org", Project: p}
 		if err := s.Put(context.Background(), b, password); err != nil {
 			t.Fatalf("Put in project %s: %v, want nil", p, err)
 		}
@@ -503,7 +422,7 @@ func TestStoreCloseUnused(t *testing.T) {
 // TestPutNeedsProject checks that a v1 name, which names no project, is
 // stored in the Store's project, and refused before any lookup without one.
 func TestPutNeedsProject(t *testing.T) {
-	bmc, err := storage.ParseBMC("mlab1.lga01.measurement-lab.org")
+	bmc, err := hostname.ParseBMC("mlab1.lga01.measurement-lab.org")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -514,7 +433,7 @@ func TestPutNeedsProject(t *testing.T) {
 		wantLookups int
 		wantProject string
 	}{
-		{"no project anywhere", "", storage.ErrNotMachine, 0, ""},
+		{"no project anywhere", "", hostname.ErrNotMachine, 0, ""},
 		{"the store's project", "mlab-oti", nil, 1, "mlab-oti"},
 	}
 	for _, tc := range tests {

@@ -69,3 +69,7 @@ func (e *LimitError) Error() string {
 
 // Unwrap makes errors.Is(err, ErrLimit) true.
 func (e *LimitError) Unwrap() error { return ErrLimit }
+
+// RetryTime returns RetryAt: a caller that only needs to know when the host
+// may ask again checks for this method rather than importing token.
+func (e *LimitError) RetryTime() time.Time { return e.RetryAt }

@@ -9,26 +9,18 @@ package token
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"time"
 
 	"github.com/m-lab/epoxy-extensions/command"
-	"github.com/m-lab/epoxy-extensions/kube"
-	"github.com/m-lab/epoxy-extensions/redact"
+	"github.com/m-lab/epoxy-extensions/token/joincmd"
 )
 
-// Join is what a machine needs to join the cluster, as printed by
-// `kubeadm token create --print-join-command`.
-type Join struct {
-	APIAddress string `json:"api_address"`
-	Token      string `json:"token"`
-	CAHash     string `json:"ca_hash"`
-}
+// Join is what a machine needs to join the cluster (joincmd.Join).
+type Join = joincmd.Join
 
 // Kubeadm keeps tokens with the programs M-Lab's server runs: it creates
 // them with `kubeadm token create ID.SECRET`, reads and deletes their
@@ -46,9 +38,9 @@ type Kubeadm struct {
 
 var _ Store = (*Kubeadm)(nil)
 
-// ErrBadOutput means kubeadm succeeded but printed something that is not a
-// join command we can trust.
-var ErrBadOutput = errors.New("unexpected kubeadm output")
+// ErrBadOutput means kubeadm or kubectl succeeded but printed something we
+// cannot trust (joincmd.ErrBadOutput).
+var ErrBadOutput = joincmd.ErrBadOutput
 
 // Put runs `kubeadm token create --config FILE --print-join-command` and
 // returns the join details it prints. FILE, readable only by this user and
@@ -73,7 +65,7 @@ func (k *Kubeadm) Put(ctx context.Context, tok, description string, _ time.Time)
 		}
 		return Join{}, fmt.Errorf("kubeadm token create: %w", err)
 	}
-	return ParseJoinCommand(string(out))
+	return joincmd.Parse(string(out))
 }
 
 // initConfig is the part of kubeadm's InitConfiguration (v1beta4, kubeadm
@@ -129,70 +121,6 @@ func Description(host string) string {
 		return "Allow an unnamed machine to join the cluster"
 	}
 	return fmt.Sprintf("Allow %s to join the cluster", host)
-}
-
-var (
-	tokenRE  = regexp.MustCompile(`^[a-z0-9]{6}\.[a-z0-9]{16}$`)
-	caHashRE = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
-)
-
-// ParseJoinCommand reads the output of `kubeadm token create
-// --print-join-command`: "kubeadm join HOST:PORT --token T
-// --discovery-token-ca-cert-hash sha256:H" followed by optional flags, in any
-// order, with "--flag value" or "--flag=value". The first CA hash is returned;
-// every hash given must be well formed. Errors never contain the token.
-func ParseJoinCommand(out string) (Join, error) {
-	fields := strings.Fields(out)
-	if len(fields) < 3 || fields[0] != "kubeadm" || fields[1] != "join" {
-		return Join{}, fmt.Errorf("%w: not a join command", ErrBadOutput)
-	}
-	var j Join
-	for i := 2; i < len(fields); i++ {
-		f := fields[i]
-		if !strings.HasPrefix(f, "-") {
-			if j.APIAddress != "" {
-				return Join{}, fmt.Errorf("%w: more than one API address", ErrBadOutput)
-			}
-			j.APIAddress = f
-			continue
-		}
-		name, value, hasValue := strings.Cut(f, "=")
-		switch name {
-		case "--control-plane":
-			continue // a flag without a value
-		case "--token", "--discovery-token-ca-cert-hash", "--certificate-key":
-		default:
-			return Join{}, fmt.Errorf("%w: unknown flag %q", ErrBadOutput, redact.String(name))
-		}
-		if !hasValue {
-			if i+1 >= len(fields) {
-				return Join{}, fmt.Errorf("%w: %s has no value", ErrBadOutput, name)
-			}
-			i++
-			value = fields[i]
-		}
-		switch name {
-		case "--token":
-			if j.Token != "" || !tokenRE.MatchString(value) {
-				return Join{}, fmt.Errorf("%w: malformed or repeated token", ErrBadOutput)
-			}
-			j.Token = value
-		case "--discovery-token-ca-cert-hash":
-			if !caHashRE.MatchString(value) {
-				return Join{}, fmt.Errorf("%w: malformed CA hash %q", ErrBadOutput, redact.String(value))
-			}
-			if j.CAHash == "" {
-				j.CAHash = value
-			}
-		}
-	}
-	if j.Token == "" || j.CAHash == "" || j.APIAddress == "" {
-		return Join{}, fmt.Errorf("%w: missing API address, token or CA hash", ErrBadOutput)
-	}
-	if !kube.ValidAddress(j.APIAddress) {
-		return Join{}, fmt.Errorf("%w: API address %q is not host:port", ErrBadOutput, redact.String(j.APIAddress))
-	}
-	return j, nil
 }
 
 // Name is the backend's name in logs and metrics: "kubeadm".

@@ -5,9 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os"
-	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -42,128 +40,6 @@ var (
 	controlPlaneOutput = "kubeadm join 10.0.0.1:6443 --token " + tok + " --discovery-token-ca-cert-hash " + hashA + " --control-plane --certificate-key " + certKey + " \n"
 )
 
-var (
-	tokenRE = regexp.MustCompile(`^[a-z0-9]{6}\.[a-z0-9]{16}$`)
-	hashRE  = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
-)
-
-func TestParseJoinCommand(t *testing.T) {
-	tests := []struct {
-		name string
-		out  string
-		want token.Join
-	}{
-		{
-			name: "plain, with trailing space and newline",
-			out:  plainOutput,
-			want: token.Join{APIAddress: "10.0.0.1:6443", Token: tok, CAHash: hashA},
-		},
-		{
-			name: "several CAs: the first hash is returned",
-			out:  severalCAsOutput,
-			want: token.Join{APIAddress: "10.0.0.1:6443", Token: tok, CAHash: hashA},
-		},
-		{
-			name: "control plane",
-			out:  controlPlaneOutput,
-			want: token.Join{APIAddress: "10.0.0.1:6443", Token: tok, CAHash: hashA},
-		},
-		{
-			name: "--flag=value form",
-			out:  "kubeadm join 10.0.0.1:6443 --token=" + tok + " --discovery-token-ca-cert-hash=" + hashA + " --control-plane --certificate-key=" + certKey + "\n",
-			want: token.Join{APIAddress: "10.0.0.1:6443", Token: tok, CAHash: hashA},
-		},
-		{
-			name: "flags before the address, hash before token",
-			out:  "kubeadm join --discovery-token-ca-cert-hash " + hashA + " --token " + tok + " api.mlab-oti.measurement-lab.org:6443",
-			want: token.Join{APIAddress: "api.mlab-oti.measurement-lab.org:6443", Token: tok, CAHash: hashA},
-		},
-		{
-			name: "control-plane flags first",
-			out:  "kubeadm join --control-plane --certificate-key " + certKey + " 10.0.0.1:6443 --discovery-token-ca-cert-hash " + hashB + " --token " + tok,
-			want: token.Join{APIAddress: "10.0.0.1:6443", Token: tok, CAHash: hashB},
-		},
-		{
-			name: "IPv6 address",
-			out:  "kubeadm join [2001:db8::1]:6443 --token " + tok + " --discovery-token-ca-cert-hash " + hashA + " \n",
-			want: token.Join{APIAddress: "[2001:db8::1]:6443", Token: tok, CAHash: hashA},
-		},
-		{
-			name: "other whitespace: tabs, CRLF, leading blanks",
-			out:  "\n  kubeadm\tjoin 10.0.0.1:6443\t--token " + tok + "  --discovery-token-ca-cert-hash " + hashA + "\r\n",
-			want: token.Join{APIAddress: "10.0.0.1:6443", Token: tok, CAHash: hashA},
-		},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := token.ParseJoinCommand(tc.out)
-			if err != nil {
-				t.Fatalf("ParseJoinCommand(%q) error = %v, want nil", tc.out, err)
-			}
-			if got != tc.want {
-				t.Errorf("ParseJoinCommand(%q) = %+v, want %+v", tc.out, got, tc.want)
-			}
-		})
-	}
-}
-
-func TestParseJoinCommandRefuses(t *testing.T) {
-	const addr = "10.0.0.1:6443"
-	tests := []struct {
-		name string
-		out  string
-	}{
-		{name: "empty", out: ""},
-		{name: "blank", out: " \n"},
-		{name: "garbage", out: "hello " + tok + " world"},
-		{name: "kubeadm join alone", out: "kubeadm join\n"},
-		{name: "not a join command", out: "kubeadm init " + addr + " --token " + tok + " --discovery-token-ca-cert-hash " + hashA},
-		{name: "an error message", out: "error: timed out waiting for the condition " + tok + "\n"},
-		{name: "upper-case token", out: "kubeadm join " + addr + " --token ABCDEF.0123456789ABCDEF --discovery-token-ca-cert-hash " + hashA},
-		{name: "short token secret", out: "kubeadm join " + addr + " --token abcdef.0123456789abcde --discovery-token-ca-cert-hash " + hashA},
-		{name: "short token id", out: "kubeadm join " + addr + " --token abcde.0123456789abcdef --discovery-token-ca-cert-hash " + hashA},
-		{name: "token without dot", out: "kubeadm join " + addr + " --token abcdef0123456789abcdef --discovery-token-ca-cert-hash " + hashA},
-		{name: "empty token with =", out: "kubeadm join " + addr + " --token= " + tok + " --discovery-token-ca-cert-hash " + hashA},
-		{name: "repeated token", out: "kubeadm join " + addr + " --token " + tok + " --token " + tok + " --discovery-token-ca-cert-hash " + hashA},
-		{name: "hash of 63 hex digits", out: "kubeadm join " + addr + " --token " + tok + " --discovery-token-ca-cert-hash " + hashA[:len(hashA)-1]},
-		{name: "hash of 65 hex digits", out: "kubeadm join " + addr + " --token " + tok + " --discovery-token-ca-cert-hash " + hashA + "0"},
-		{name: "upper-case hash", out: "kubeadm join " + addr + " --token " + tok + " --discovery-token-ca-cert-hash " + strings.ToUpper(hashA)},
-		{name: "md5 hash", out: "kubeadm join " + addr + " --token " + tok + " --discovery-token-ca-cert-hash md5:098f6bcd4621d373cade4e832627b4f6"},
-		{name: "hash without algorithm", out: "kubeadm join " + addr + " --token " + tok + " --discovery-token-ca-cert-hash " + strings.TrimPrefix(hashA, "sha256:")},
-		{name: "second hash malformed", out: "kubeadm join " + addr + " --token " + tok + " --discovery-token-ca-cert-hash " + hashA + " --discovery-token-ca-cert-hash sha256:xyz"},
-		{name: "missing token", out: "kubeadm join " + addr + " --discovery-token-ca-cert-hash " + hashA + " \n"},
-		{name: "missing hash", out: "kubeadm join " + addr + " --token " + tok + " \n"},
-		{name: "missing address", out: "kubeadm join --token " + tok + " --discovery-token-ca-cert-hash " + hashA + " \n"},
-		{name: "two addresses", out: "kubeadm join " + addr + " 10.0.0.2:6443 --token " + tok + " --discovery-token-ca-cert-hash " + hashA},
-		{name: "unknown flag", out: "kubeadm join " + addr + " --token " + tok + " --discovery-token-ca-cert-hash " + hashA + " --skip-phases preflight"},
-		{name: "unknown flag with =", out: "kubeadm join " + addr + " --token " + tok + " --discovery-token-ca-cert-hash " + hashA + " --tls-bootstrap-token=" + tok},
-		{name: "unsafe skip flag", out: "kubeadm join " + addr + " --token " + tok + " --discovery-token-unsafe-skip-ca-verification"},
-		{name: "token flag at end without value", out: "kubeadm join " + addr + " --discovery-token-ca-cert-hash " + hashA + " --token \n"},
-		{name: "hash flag at end without value", out: "kubeadm join " + addr + " --token " + tok + " --discovery-token-ca-cert-hash\n"},
-		{name: "certificate-key flag at end without value", out: "kubeadm join " + addr + " --token " + tok + " --discovery-token-ca-cert-hash " + hashA + " --control-plane --certificate-key \n"},
-		{name: "token flag swallowing the next flag", out: "kubeadm join " + addr + " --token --discovery-token-ca-cert-hash " + hashA + " " + tok},
-		{name: "address without port", out: "kubeadm join 10.0.0.1 --token " + tok + " --discovery-token-ca-cert-hash " + hashA + " \n"},
-		{name: "address with empty port", out: "kubeadm join 10.0.0.1: --token " + tok + " --discovery-token-ca-cert-hash " + hashA + " \n"},
-		{name: "address without host", out: "kubeadm join :6443 --token " + tok + " --discovery-token-ca-cert-hash " + hashA},
-		{name: "address with named port", out: "kubeadm join h:abc --token " + tok + " --discovery-token-ca-cert-hash " + hashA},
-		{name: "address with port out of range", out: "kubeadm join h:99999 --token " + tok + " --discovery-token-ca-cert-hash " + hashA},
-		{name: "address with port zero", out: "kubeadm join h:0 --token " + tok + " --discovery-token-ca-cert-hash " + hashA},
-		{name: "bare IPv6 address", out: "kubeadm join 2001:db8::1 --token " + tok + " --discovery-token-ca-cert-hash " + hashA + " \n"},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := token.ParseJoinCommand(tc.out)
-			if !errors.Is(err, token.ErrBadOutput) {
-				t.Fatalf("ParseJoinCommand(%q) = %+v, %v; want an error wrapping ErrBadOutput", tc.out, got, err)
-			}
-			if got != (token.Join{}) {
-				t.Errorf("ParseJoinCommand(%q) returned %+v with its error, want the zero Join", tc.out, got)
-			}
-			assertNoSecret(t, err)
-		})
-	}
-}
-
 // assertNoSecret fails unless err's text is free of the token secret, in any
 // case and even cut short by one character.
 func assertNoSecret(t *testing.T, err error) {
@@ -173,29 +49,6 @@ func assertNoSecret(t *testing.T, err error) {
 	}
 	if msg := strings.ToLower(err.Error()); strings.Contains(msg, secret[:len(secret)-1]) {
 		t.Errorf("error %q contains the token secret", err)
-	}
-}
-
-// TestParseJoinCommandNeverEchoesSecrets feeds outputs in which a token sits
-// where ParseJoinCommand quotes a value back in its error: the value must be
-// redacted.
-func TestParseJoinCommandNeverEchoesSecrets(t *testing.T) {
-	tests := []struct {
-		name string
-		out  string
-	}{
-		{name: "token as the CA hash", out: "kubeadm join 10.0.0.1:6443 --token " + tok + " --discovery-token-ca-cert-hash " + tok},
-		{name: "token as the API address", out: "kubeadm join " + tok + " --token " + tok + " --discovery-token-ca-cert-hash " + hashA},
-		{name: "token as an unknown flag", out: "kubeadm join 10.0.0.1:6443 --token " + tok + " --discovery-token-ca-cert-hash " + hashA + " -" + tok},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			_, err := token.ParseJoinCommand(tc.out)
-			if !errors.Is(err, token.ErrBadOutput) {
-				t.Fatalf("ParseJoinCommand(%q) error = %v, want one wrapping ErrBadOutput", tc.out, err)
-			}
-			assertNoSecret(t, err)
-		})
 	}
 }
 
@@ -470,41 +323,4 @@ func TestKubeadmPutConcurrent(t *testing.T) {
 // tokenFor returns a well-formed token unique to i.
 func tokenFor(i int) string {
 	return fmt.Sprintf("%06d.%016d", i, i)
-}
-
-func FuzzParseJoinCommand(f *testing.F) {
-	for _, seed := range []string{
-		plainOutput,
-		severalCAsOutput,
-		controlPlaneOutput,
-		"kubeadm join 10.0.0.1:6443 --token=" + tok + " --discovery-token-ca-cert-hash=" + hashA + "\n",
-		"kubeadm join --discovery-token-ca-cert-hash " + hashA + " --token " + tok + " api.mlab-oti.measurement-lab.org:6443",
-		"kubeadm join [2001:db8::1]:6443 --token " + tok + " --discovery-token-ca-cert-hash " + hashA + " \n",
-		"kubeadm join 10.0.0.1 --token " + tok + " --discovery-token-ca-cert-hash " + hashA,
-		"kubeadm join 10.0.0.1:6443 --token --discovery-token-ca-cert-hash " + hashA,
-		"kubeadm join 10.0.0.1:6443 --certificate-key",
-		"kubeadm join",
-		"error: timed out waiting for the condition\n",
-		"",
-	} {
-		f.Add(seed)
-	}
-	f.Fuzz(func(t *testing.T, out string) {
-		j, err := token.ParseJoinCommand(out)
-		if err != nil {
-			if !errors.Is(err, token.ErrBadOutput) {
-				t.Fatalf("ParseJoinCommand(%q) error = %v, want one wrapping ErrBadOutput", out, err)
-			}
-			return
-		}
-		if !tokenRE.MatchString(j.Token) {
-			t.Errorf("ParseJoinCommand(%q) token = %q, want one matching %s", out, j.Token, tokenRE)
-		}
-		if !hashRE.MatchString(j.CAHash) {
-			t.Errorf("ParseJoinCommand(%q) CA hash = %q, want one matching %s", out, j.CAHash, hashRE)
-		}
-		if _, _, err := net.SplitHostPort(j.APIAddress); err != nil {
-			t.Errorf("ParseJoinCommand(%q) API address = %q, not host:port: %v", out, j.APIAddress, err)
-		}
-	})
 }

@@ -1,14 +1,14 @@
-package node_test
+package hostname_test
 
 import (
 	"regexp"
 	"strings"
 	"testing"
 
-	"github.com/m-lab/epoxy-extensions/node"
+	"github.com/m-lab/epoxy-extensions/hostname"
 )
 
-func TestValidName(t *testing.T) {
+func TestValid(t *testing.T) {
 	tests := []struct {
 		name string
 		host string
@@ -44,30 +44,54 @@ func TestValidName(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := node.ValidName(tc.host); got != tc.want {
-				t.Errorf("ValidName(%q) = %v, want %v", tc.host, got, tc.want)
+			if got := hostname.Valid(tc.host); got != tc.want {
+				t.Errorf("Valid(%q) = %v, want %v", tc.host, got, tc.want)
 			}
 		})
 	}
 }
 
 // referenceName is RFC 1123 as a regular expression, to check the
-// hand-written ValidName against.
+// hand-written Valid against.
 var referenceName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$`)
 
-func FuzzValidName(f *testing.F) {
+func FuzzValid(f *testing.F) {
 	for _, s := range []string{"mlab1-lga01.mlab-oti.measurement-lab.org", "mlab1-lga01.mlab-oti.measurement-lab.org-d9h6",
 		"--all", "-A", "-lfoo=bar", "a b", "a;b", "A", "a..b", "a.", strings.Repeat("a", 64), strings.Repeat("a.", 127) + "a"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		got := node.ValidName(s)
+		got := hostname.Valid(s)
 		want := len(s) <= 253 && referenceName.MatchString(s)
 		if got != want {
-			t.Fatalf("ValidName(%q) = %v, reference says %v", s, got, want)
+			t.Fatalf("Valid(%q) = %v, reference says %v", s, got, want)
 		}
 		if got && strings.HasPrefix(s, "-") {
-			t.Fatalf("ValidName(%q) accepted a flag", s)
+			t.Fatalf("Valid(%q) accepted a flag", s)
 		}
 	})
+}
+
+func TestValidAddress(t *testing.T) {
+	tests := []struct {
+		addr string
+		want bool
+	}{
+		{"10.0.0.1:6443", true},
+		{"api.mlab-oti.measurement-lab.org:6443", true},
+		{"[2001:db8::1]:6443", true},
+		{"10.0.0.1", false},
+		{":6443", false},
+		{"10.0.0.1:0", false},
+		{"10.0.0.1:65536", false},
+		{"10.0.0.1:https", false},
+		{"user@10.0.0.1:6443", false},
+		{"10.0.0.1/x:6443", false},
+		{"", false},
+	}
+	for _, tc := range tests {
+		if got := hostname.ValidAddress(tc.addr); got != tc.want {
+			t.Errorf("ValidAddress(%q) = %v, want %v", tc.addr, got, tc.want)
+		}
+	}
 }
