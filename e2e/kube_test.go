@@ -57,8 +57,20 @@ func authenticate(t *testing.T, e *testEnv, token string) (int, string, []string
 }
 
 // authenticateAt is authenticate against the API server at apiURL, reached
-// with client.
+// with client. A 401 is asked again until authPropagation has passed.
 func authenticateAt(t *testing.T, apiURL string, client *http.Client, token string) (int, string, []string) {
+	t.Helper()
+	status, user, groups := reviewAt(t, apiURL, client, token)
+	for deadline := time.Now().Add(authPropagation); status == http.StatusUnauthorized && time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond)
+		status, user, groups = reviewAt(t, apiURL, client, token)
+	}
+	return status, user, groups
+}
+
+// reviewAt sends one SelfSubjectReview with token to the API server at
+// apiURL and returns the status, the username and the groups.
+func reviewAt(t *testing.T, apiURL string, client *http.Client, token string) (int, string, []string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -91,6 +103,12 @@ func authenticateAt(t *testing.T, apiURL string, client *http.Client, token stri
 	}
 	return resp.StatusCode, review.Status.UserInfo.Username, review.Status.UserInfo.Groups
 }
+
+// authPropagation bounds how long a new token may take to authenticate: the
+// API server's bootstrap-token authenticator reads Secrets from its informer
+// cache, which a loaded API server fills a moment after the create (a
+// joining kubeadm retries the same way).
+const authPropagation = 10 * time.Second
 
 // checkAuthenticates fails unless token authenticates as bootstrap token id.
 func checkAuthenticates(t *testing.T, e *testEnv, token, id string) {
