@@ -29,14 +29,7 @@ func TestSIGTERMDrainsInFlight(t *testing.T) {
 	parallel(t)
 	const inFlight = 50
 	e := env(t)
-	binDir := t.TempDir()
-	script := fmt.Sprintf(slowKubeadm, shellQuote(filepath.Join(e.cp.BinDir, "kubeadm")))
-	if err := os.WriteFile(filepath.Join(binDir, "kubeadm"), []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(filepath.Join(e.cp.BinDir, "kubectl"), filepath.Join(binDir, "kubectl")); err != nil {
-		t.Fatal(err)
-	}
+	binDir := slowBinDir(t, e)
 	s := e.startServer(t, serverConfig{binDir: binDir, args: []string{
 		// Every request runs its kubeadm at once, and has all the time it
 		// needs: the shutdown grace is -backend-timeout + 5s.
@@ -78,6 +71,21 @@ func TestSIGTERMDrainsInFlight(t *testing.T) {
 
 	wg.Wait()
 	checkDrained(t, e, s, hosts, responses, errs)
+}
+
+// slowBinDir returns a folder whose kubeadm is slowKubeadm in front of the
+// real one, and whose kubectl is the real one.
+func slowBinDir(t *testing.T, e *testEnv) string {
+	t.Helper()
+	binDir := t.TempDir()
+	script := fmt.Sprintf(slowKubeadm, shellQuote(filepath.Join(e.cp.BinDir, "kubeadm")))
+	if err := os.WriteFile(filepath.Join(binDir, "kubeadm"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(e.cp.BinDir, "kubectl"), filepath.Join(binDir, "kubectl")); err != nil {
+		t.Fatal(err)
+	}
+	return binDir
 }
 
 // checkDrained fails unless every request sent around a SIGTERM got an

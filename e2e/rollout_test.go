@@ -7,8 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"sync"
@@ -26,14 +24,7 @@ func TestSIGTERMDuringStorm(t *testing.T) {
 	alone(t)
 	const inFlight, late = 40, 10
 	e := env(t)
-	binDir := t.TempDir()
-	script := fmt.Sprintf(slowKubeadm, shellQuote(filepath.Join(e.cp.BinDir, "kubeadm")))
-	if err := os.WriteFile(filepath.Join(binDir, "kubeadm"), []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(filepath.Join(e.cp.BinDir, "kubectl"), filepath.Join(binDir, "kubectl")); err != nil {
-		t.Fatal(err)
-	}
+	binDir := slowBinDir(t, e)
 	s := e.startServer(t, serverConfig{binDir: binDir, args: []string{
 		"-max-concurrent-commands", strconv.Itoa(inFlight + late),
 		"-backend-timeout", "2m",
