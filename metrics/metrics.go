@@ -10,16 +10,22 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 )
 
-// buckets are request durations in seconds, on periods people think in.
-var buckets = []float64{0.001, 0.01, 0.1, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0}
+// TokenBuckets and NodeBuckets are the request histograms' buckets in
+// seconds, on periods people think in: exactly those of M-Lab's original
+// server, whose series a rollout aggregates with ours. The token and BMC
+// histograms end at 300 s, the node histogram at 30 s.
+var (
+	TokenBuckets = []float64{0.001, 0.01, 0.1, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0}
+	NodeBuckets  = []float64{0.001, 0.01, 0.1, 1.0, 5.0, 10.0, 30.0}
+)
 
 var (
 	// TokenRequestDuration times /v1 and /v2 allocate_k8s_token requests.
-	TokenRequestDuration = requestDuration("allocate_k8s_token")
+	TokenRequestDuration = requestDuration("allocate_k8s_token", TokenBuckets)
 	// BMCRequestDuration times bmc_store_password requests.
-	BMCRequestDuration = requestDuration("bmc_store_password")
+	BMCRequestDuration = requestDuration("bmc_store_password", TokenBuckets)
 	// NodeRequestDuration times node delete requests.
-	NodeRequestDuration = requestDuration("node")
+	NodeRequestDuration = requestDuration("node", NodeBuckets)
 
 	// Refusals counts requests refused before reaching a backend, by
 	// endpoint and reason (for example "method", "decode", "hostname",
@@ -142,7 +148,7 @@ var (
 
 // requestDuration registers the histogram <endpoint>_request_duration_seconds
 // with the method and code labels promhttp.InstrumentHandlerDuration fills.
-func requestDuration(endpoint string) *prometheus.HistogramVec {
+func requestDuration(endpoint string, buckets []float64) *prometheus.HistogramVec {
 	return promauto.NewHistogramVec(
 		prometheus.HistogramOpts{
 			Name:    endpoint + "_request_duration_seconds",

@@ -38,10 +38,17 @@ func TestRequestHistograms(t *testing.T) {
 		name       string
 		metric     string
 		wantLabels []string
+		// wantBuckets are the upper bounds of M-Lab's original server
+		// (its metrics/metrics.go), +Inf aside: old and new replicas'
+		// series are summed during a rollout.
+		wantBuckets []float64
 	}{
-		{name: "token", metric: "allocate_k8s_token_request_duration_seconds", wantLabels: []string{"code", "method"}},
-		{name: "bmc", metric: "bmc_store_password_request_duration_seconds", wantLabels: []string{"code", "method"}},
-		{name: "node", metric: "node_request_duration_seconds", wantLabels: []string{"code", "method"}},
+		{name: "token", metric: "allocate_k8s_token_request_duration_seconds", wantLabels: []string{"code", "method"},
+			wantBuckets: []float64{0.001, 0.01, 0.1, 1, 5, 10, 30, 60, 120, 300}},
+		{name: "bmc", metric: "bmc_store_password_request_duration_seconds", wantLabels: []string{"code", "method"},
+			wantBuckets: []float64{0.001, 0.01, 0.1, 1, 5, 10, 30, 60, 120, 300}},
+		{name: "node", metric: "node_request_duration_seconds", wantLabels: []string{"code", "method"},
+			wantBuckets: []float64{0.001, 0.01, 0.1, 1, 5, 10, 30}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -69,6 +76,13 @@ func TestRequestHistograms(t *testing.T) {
 				slices.Sort(got)
 				if !slices.Equal(got, tc.wantLabels) {
 					t.Errorf("metric %q has labels %q, want exactly %q", tc.metric, got, tc.wantLabels)
+				}
+				var bounds []float64
+				for _, b := range m.GetHistogram().GetBucket() {
+					bounds = append(bounds, b.GetUpperBound())
+				}
+				if !slices.Equal(bounds, tc.wantBuckets) {
+					t.Errorf("metric %q has buckets %v, want the original's %v", tc.metric, bounds, tc.wantBuckets)
 				}
 			}
 		})
