@@ -51,6 +51,63 @@ func TestSources(t *testing.T) {
 	}
 }
 
+// TestDefaultSources: an empty -allowed-sources admits private and local
+// callers only; "any" admits everyone.
+func TestDefaultSources(t *testing.T) {
+	private, err := ParseSources(" ")
+	if err != nil {
+		t.Fatalf("ParseSources(\" \") error = %v", err)
+	}
+	anySource, err := ParseSources(AnySource)
+	if err != nil {
+		t.Fatalf("ParseSources(%q) error = %v", AnySource, err)
+	}
+	tests := []struct {
+		remote      string
+		wantPrivate bool
+	}{
+		{"10.0.0.1:1", true},
+		{"10.255.255.255:1", true},
+		{"172.16.0.1:1", true},
+		{"172.31.255.254:1", true},
+		{"172.32.0.1:1", false},
+		{"192.168.1.1:1", true},
+		{"192.169.0.1:1", false},
+		{"100.64.0.1:1", true},
+		{"100.127.255.255:1", true},
+		{"100.128.0.1:1", false},
+		{"127.0.0.1:1", true},
+		{"127.0.88.1:8800", true},
+		{"[::1]:1", true},
+		{"[fc00::1]:1", true},
+		{"[fd12:3456::1]:1", true},
+		{"[::ffff:10.1.2.3]:1", true},
+		{"[::ffff:198.51.100.1]:1", false},
+		{"198.51.100.1:1", false},
+		{"8.8.8.8:53", false},
+		{"[2001:db8::1]:1", false},
+		{"[fe80::1]:1", false},
+		{"0.0.0.0:1", false},
+	}
+	for _, tc := range tests {
+		if got := private.Allows(tc.remote); got != tc.wantPrivate {
+			t.Errorf("default Allows(%q) = %v, want %v", tc.remote, got, tc.wantPrivate)
+		}
+		if !anySource.Allows(tc.remote) {
+			t.Errorf("%q Allows(%q) = false, want true", AnySource, tc.remote)
+		}
+	}
+	if private.AllowsAny() {
+		t.Error("the default sources AllowsAny() = true, want false")
+	}
+	if !anySource.AllowsAny() {
+		t.Errorf("%q AllowsAny() = false, want true", AnySource)
+	}
+	if s, _ := ParseSources("0.0.0.0/0"); s.AllowsAny() {
+		t.Error("0.0.0.0/0 AllowsAny() = true, want false: IPv6 is not admitted")
+	}
+}
+
 func TestSourceRefusedBeforeBodyRead(t *testing.T) {
 	tokens := &fakeTokens{}
 	s, _ := testServer(tokens, &fakeNodes{}, &fakeCreds{}, now)
@@ -164,6 +221,7 @@ func TestNodeDeleteRevokesTokens(t *testing.T) {
 		{name: "revoked", nodes: &fakeNodes{}, rev: &fakeRevoker{n: 2}, want: 200, calls: 1},
 		{name: "revocation fails", nodes: &fakeNodes{}, rev: &fakeRevoker{err: errFake}, want: 500, calls: 1},
 		{name: "node delete fails: tokens kept for the retry", nodes: &fakeNodes{fail: true}, rev: &fakeRevoker{}, want: 500},
+		{name: "control-plane node: 403, tokens kept", nodes: &fakeNodes{err: fmt.Errorf("node x: %w", errProtected{})}, rev: &fakeRevoker{}, want: 403},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -176,6 +234,24 @@ func TestNodeDeleteRevokesTokens(t *testing.T) {
 				t.Errorf("revoked for %q, want %d calls for %s", tc.rev.hosts, tc.calls, machine)
 			}
 		})
+	}
+}
+
+// TestControlPlaneNodeRefused: a node backend's refusal of a control-plane
+// Node is an empty 403, logged with the caller and counted as a refusal.
+func TestControlPlaneNodeRefused(t *testing.T) {
+	s, logs := testServer(&fakeTokens{}, &fakeNodes{err: fmt.Errorf("node %s: %w", machine, errProtected{})}, &fakeCreds{}, now)
+	before := testutil.ToFloat64(metrics.Refusals.WithLabelValues(endpointNode, "control_plane_node"))
+	resp := do(t, s, "POST", "/v1/node/delete", body(machine, now, ""))
+	if b, _ := io.ReadAll(resp.Body); resp.StatusCode != 403 || len(b) != 0 {
+		t.Errorf("delete of a control-plane node = %d %q, want 403 and no body", resp.StatusCode, b)
+	}
+	if got := testutil.ToFloat64(metrics.Refusals.WithLabelValues(endpointNode, "control_plane_node")) - before; got != 1 {
+		t.Errorf("control_plane_node refusals rose by %v, want 1", got)
+	}
+	if log := logs.String(); !strings.Contains(log, `"reason":"control_plane_node"`) || !strings.Contains(log, `"remote":"192.0.2.1:1234"`) ||
+		!strings.Contains(log, machine) {
+		t.Errorf("log %s, want the refusal with the caller and the name", log)
 	}
 }
 
