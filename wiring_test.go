@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -37,11 +38,13 @@ import (
 // no backend. These tests put the real backends and their real errors
 // behind it, as main does.
 
-// forbiddenAPI is an API server that refuses every Secret create and Node
-// delete.
+// forbiddenAPI is an API server that refuses every Secret create and read.
 type forbiddenAPI struct{}
 
-var _ node.Remover = forbiddenAPI{}
+var (
+	_ node.Remover = forbiddenNodes{}
+	_ node.Remover = controlPlaneNodes{}
+)
 
 func (forbiddenAPI) Create(context.Context, *corev1.Secret, metav1.CreateOptions) (*corev1.Secret, error) {
 	return nil, apierrors.NewForbidden(schema.GroupResource{Resource: "secrets"}, "", errors.New("RBAC"))
@@ -52,7 +55,44 @@ func (forbiddenAPI) Get(context.Context, string, metav1.GetOptions) (*corev1.Sec
 }
 
 func (forbiddenAPI) Delete(context.Context, string, metav1.DeleteOptions) error {
+	return apierrors.NewForbidden(schema.GroupResource{Resource: "secrets"}, "", errors.New("RBAC"))
+}
+
+// forbiddenNodes is an API server that lets every Node be read and refuses
+// every Node delete; controlPlaneNodes serves every name as a control-plane
+// Node and fails the test if asked to delete one.
+type (
+	forbiddenNodes    struct{}
+	controlPlaneNodes struct{ t *testing.T }
+)
+
+func (forbiddenNodes) Get(_ context.Context, name string, _ metav1.GetOptions) (*corev1.Node, error) {
+	return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, UID: "u"}}, nil
+}
+
+func (forbiddenNodes) Delete(context.Context, string, metav1.DeleteOptions) error {
 	return apierrors.NewForbidden(schema.GroupResource{Resource: "nodes"}, "", errors.New("RBAC"))
+}
+
+func (controlPlaneNodes) Get(_ context.Context, name string, _ metav1.GetOptions) (*corev1.Node, error) {
+	return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, UID: "u", Labels: map[string]string{node.ControlPlaneLabel: ""}}}, nil
+}
+
+func (c controlPlaneNodes) Delete(context.Context, string, metav1.DeleteOptions) error {
+	c.t.Error("a control-plane Node was deleted")
+	return nil
+}
+
+// controlPlaneKubectl is kubectl on a cluster where every name is a
+// control-plane Node: the delete by selector finds nothing, the look-up
+// finds it.
+type controlPlaneKubectl struct{}
+
+func (controlPlaneKubectl) Run(_ context.Context, _ string, args ...string) ([]byte, error) {
+	if slices.Contains(args, "get") {
+		return []byte("node/x\n"), nil
+	}
+	return nil, nil
 }
 
 // failingRunner is a kubeadm or kubectl that always fails.
@@ -130,7 +170,9 @@ func TestBackendErrors(t *testing.T) {
 	}{
 		{name: "token.API refused", tokens: slots(&token.API{Secrets: forbiddenAPI{}}), path: tokenPath, want: 500, backend: "kube_api"},
 		{name: "token.Kubeadm failing", tokens: slots(&token.Kubeadm{Runner: failingRunner{}, TTL: time.Minute}), path: tokenPath, want: 500, backend: "kubeadm"},
-		{name: "node.API refused", nodes: &node.API{Nodes: forbiddenAPI{}}, path: nodePath, want: 500, backend: "kube_api"},
+		{name: "node.API refused", nodes: &node.API{Nodes: forbiddenNodes{}}, path: nodePath, want: 500, backend: "kube_api"},
+		{name: "node.API control plane", nodes: &node.API{Nodes: controlPlaneNodes{t}}, path: nodePath, want: 403},
+		{name: "node.Kubectl control plane", nodes: &node.Kubectl{Runner: controlPlaneKubectl{}}, path: nodePath, want: 403},
 		{name: "node.Kubectl failing", nodes: &node.Kubectl{Runner: failingRunner{}}, path: nodePath, want: 500, backend: "kubectl"},
 		{name: "token.LimitError", tokens: errTokens{fmt.Errorf("kubeadm: %w", &token.LimitError{Max: 3, RetryAt: time.Now().Add(90*time.Second + 500*time.Millisecond)})},
 			path: tokenPath, want: 429, retryAfter: "91"},

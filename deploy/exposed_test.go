@@ -21,6 +21,7 @@ import (
 	"github.com/m-lab/epoxy-extensions/command"
 	"github.com/m-lab/epoxy-extensions/handler"
 	"github.com/m-lab/epoxy-extensions/hostname"
+	"github.com/m-lab/epoxy-extensions/node"
 	"github.com/m-lab/epoxy-extensions/token"
 )
 
@@ -31,6 +32,7 @@ const (
 	hostBusy     = "mlab3-lga01.mlab-sandbox.measurement-lab.org"
 	hostNoDNS    = "mlab4-lga01.mlab-sandbox.measurement-lab.org"
 	hostLimited  = "mlab1-abc01.mlab-sandbox.measurement-lab.org"
+	hostControl  = "mlab1-cpl01.mlab-sandbox.measurement-lab.org"
 	errBackendUp = "backend down"
 )
 
@@ -65,7 +67,12 @@ func (f fakeBackend) Create(_ context.Context, host string) (token.Join, error) 
 		CAHash: "sha256:" + strings.Repeat("0", 64)}, f.err(host)
 }
 
-func (f fakeBackend) Delete(_ context.Context, host string) error { return f.err(host) }
+func (f fakeBackend) Delete(_ context.Context, host string) error {
+	if host == hostControl {
+		return fmt.Errorf("node %s: %w", host, node.ErrControlPlane)
+	}
+	return f.err(host)
+}
 
 func (f fakeBackend) Put(_ context.Context, bmc hostname.BMC, _ string) error {
 	if strings.HasPrefix(bmc.Hostname, "mlab4d-") {
@@ -160,6 +167,7 @@ func TestEveryExpressionReadsWhatTheServerExposes(t *testing.T) {
 		{"not machine", execSrv, "POST", "/v1/bmc_store_password", body("vm.example.org", time.Minute, pw), 400},
 		{"token limit", execSrv, "POST", "/v2/allocate_k8s_token", body(hostLimited, time.Minute, ""), 429},
 		{"busy token", execSrv, "POST", "/v2/allocate_k8s_token", body(hostBusy, time.Minute, ""), 503},
+		{"control-plane node", apiSrv, "POST", "/v1/node/delete", body(hostControl, time.Minute, ""), 403},
 		{"busy node", execSrv, "POST", "/v1/node/delete", body(hostBusy, time.Minute, ""), 503},
 		{"kubeadm fails", execSrv, "POST", "/v2/allocate_k8s_token", body(hostFail, time.Minute, ""), 500},
 		{"kubectl fails", execSrv, "POST", "/v1/node/delete", body(hostFail, time.Minute, ""), 500},

@@ -34,6 +34,9 @@ var (
 	ErrBootInFuture = &Refusal{http.StatusBadRequest, "boot_in_future"}
 	ErrBootTooOld   = &Refusal{http.StatusRequestTimeout, "boot_too_old"}
 	ErrSource       = &Refusal{http.StatusForbidden, "source"}
+	// ErrProtectedNode is a node delete the backend refused because the
+	// Node is a control-plane Node.
+	ErrProtectedNode = &Refusal{http.StatusForbidden, "control_plane_node"}
 	// ErrTokenLimit is a host that holds its most live join tokens: the
 	// caller may retry when the oldest expires.
 	ErrTokenLimit = &Refusal{http.StatusTooManyRequests, "token_limit"}
@@ -61,6 +64,14 @@ func retryAfter(t, now time.Time) string {
 func isOverload(err error) bool {
 	var o interface{ Overloaded() bool }
 	return errors.As(err, &o) && o.Overloaded()
+}
+
+// isForbidden reports whether err says that the backend refused the request
+// itself (a control-plane Node to delete): backends mark such errors with a
+// Forbidden method, so that the handler imports no backend.
+func isForbidden(err error) bool {
+	var f interface{ Forbidden() bool }
+	return errors.As(err, &f) && f.Forbidden()
 }
 
 // backendError is a failure of the named backend ("kubeadm", "kubectl",
@@ -112,6 +123,8 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, o outcome, err err
 		retry = retryAfter(limit.RetryTime(), time.Now())
 	case isOverload(err):
 		err = fmt.Errorf("%w: %w", ErrBusy, err)
+	case isForbidden(err):
+		err = fmt.Errorf("%w: %w", ErrProtectedNode, err)
 	}
 	switch {
 	case errors.As(err, &refusal):

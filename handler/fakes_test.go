@@ -45,9 +45,11 @@ func (f *fakeTokens) Create(ctx context.Context, host string) (joincmd.Join, err
 	return joincmd.Join{APIAddress: "192.0.2.1:6443", Token: tok, CAHash: "sha256:" + fmt.Sprintf("%064x", f.calls)}, nil
 }
 
-// fakeNodes records the names it was asked to delete.
+// fakeNodes records the names it was asked to delete, and fails with
+// errFake (fail) or err.
 type fakeNodes struct {
 	fail bool
+	err  error
 
 	mu    sync.Mutex
 	names []string
@@ -62,8 +64,14 @@ func (f *fakeNodes) Delete(ctx context.Context, name string) error {
 	if f.fail {
 		return errFake
 	}
-	return nil
+	return f.err
 }
+
+// errProtected is how a node backend refuses a control-plane Node.
+type errProtected struct{}
+
+func (errProtected) Error() string   { return "control-plane Nodes are never deleted" }
+func (errProtected) Forbidden() bool { return true }
 
 // fakeCreds records what it was asked to store.
 type fakeCreds struct {

@@ -24,7 +24,7 @@ var (
 		"allocate_k8s_token_v1": append(commonReasons(), "token_limit", "busy"),
 		"allocate_k8s_token_v2": append(commonReasons(), "token_limit", "busy"),
 		"bmc_store_password":    append(commonReasons(), "password", "not_machine"),
-		"node_delete":           append(commonReasons(), "busy"),
+		"node_delete":           append(commonReasons(), "busy", "control_plane_node"),
 	}
 
 	// failingBackends name every backend that can fail, timedBackends those
@@ -36,7 +36,7 @@ var (
 	// kubeAPIOperations are the API calls requests make (those made once
 	// at start are left to appear when they happen), and kubeAPIReasons
 	// the reasons kube.Reason gives a failed attempt.
-	kubeAPIOperations = []string{"create_secret", "delete_node"}
+	kubeAPIOperations = []string{"create_secret", "get_node", "delete_node"}
 	// revocationReasons are why join tokens are revoked.
 	revocationReasons = []string{"node_delete", "node_ready"}
 	kubeAPIReasons    = []string{"unreachable", "timeout", "deadline", "canceled", "server_error",

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -12,8 +13,10 @@ import (
 	"github.com/m-lab/epoxy-extensions/kube"
 )
 
-// Remover deletes a Node by name: client-go's NodeInterface has this method.
+// Remover reads and deletes Nodes by name: client-go's NodeInterface has
+// these methods.
 type Remover interface {
+	Get(ctx context.Context, name string, opts metav1.GetOptions) (*corev1.Node, error)
 	Delete(ctx context.Context, name string, opts metav1.DeleteOptions) error
 }
 
@@ -25,8 +28,11 @@ type API struct {
 	Timeout time.Duration
 }
 
-// Delete removes the Node named name. A node that does not exist counts as
-// deleted, as with `kubectl delete node --ignore-not-found`.
+// Delete removes the Node named name unless it is a control-plane Node
+// (ErrControlPlane). A node that does not exist counts as deleted, as with
+// `kubectl delete node --ignore-not-found`. The delete is conditional on the
+// UID read: a Node replaced in between (by a control-plane Node of the same
+// name) is not deleted.
 func (a *API) Delete(ctx context.Context, name string) error {
 	// The handler validates names already; an empty one would address
 	// the collection.
@@ -38,8 +44,24 @@ func (a *API) Delete(ctx context.Context, name string) error {
 		ctx, cancel = context.WithTimeout(ctx, a.Timeout)
 		defer cancel()
 	}
-	err := kube.Call(ctx, "delete_node", func(ctx context.Context) error {
-		return a.Nodes.Delete(ctx, name, metav1.DeleteOptions{})
+	var n *corev1.Node
+	err := kube.Call(ctx, "get_node", func(ctx context.Context) error {
+		var err error
+		n, err = a.Nodes.Get(ctx, name, metav1.GetOptions{})
+		return err
+	})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading node %s: %w", name, err)
+	}
+	if _, ok := n.Labels[ControlPlaneLabel]; ok {
+		return fmt.Errorf("node %s: %w", name, ErrControlPlane)
+	}
+	uid := n.UID
+	err = kube.Call(ctx, "delete_node", func(ctx context.Context) error {
+		return a.Nodes.Delete(ctx, name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
 	})
 	if err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("deleting node %s: %w", name, err)

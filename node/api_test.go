@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -22,21 +23,44 @@ var (
 	_ node.Remover = corev1client.NodeInterface(nil)
 )
 
-// fakeNodes records the names it is asked to delete and answers call i
-// (from 0) with errs[i], or success when errs has no such entry. With
-// block, it waits for ctx instead and returns its error.
+// fakeNodes serves one Node (labelled control-plane when controlPlane is
+// set; missing when getErr is a NotFound), records the names it is asked to
+// delete and answers delete i (from 0) with errs[i], or success when errs
+// has no such entry. With block, every call waits for ctx instead and
+// returns its error.
 type fakeNodes struct {
-	errs  []error
-	block bool
-	names []string
+	controlPlane bool
+	getErr       error
+	errs         []error
+	block        bool
+	names        []string
+	preconds     []string // the UID precondition of each delete
+}
+
+const fakeUID = "0b9d-uid"
+
+func (f *fakeNodes) Get(ctx context.Context, name string, opts metav1.GetOptions) (*corev1.Node, error) {
+	if f.block {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	if f.getErr != nil {
+		return nil, f.getErr
+	}
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, UID: fakeUID, Labels: map[string]string{"kubernetes.io/hostname": name}}}
+	if f.controlPlane {
+		n.Labels[node.ControlPlaneLabel] = ""
+	}
+	return n, nil
 }
 
 func (f *fakeNodes) Delete(ctx context.Context, name string, opts metav1.DeleteOptions) error {
 	i := len(f.names)
 	f.names = append(f.names, name)
-	if f.block {
-		<-ctx.Done()
-		return ctx.Err()
+	if opts.Preconditions != nil && opts.Preconditions.UID != nil {
+		f.preconds = append(f.preconds, string(*opts.Preconditions.UID))
+	} else {
+		f.preconds = append(f.preconds, "")
 	}
 	if i < len(f.errs) {
 		return f.errs[i]
@@ -49,6 +73,8 @@ var nodesGR = schema.GroupResource{Resource: "nodes"}
 type deleteCase struct {
 	name      string
 	node      string
+	cp        bool  // the Node is a control-plane Node
+	getErr    error // the Node's read fails so
 	errs      []error
 	wantCalls []string
 	wantErr   func(error) bool // nil: want no error
@@ -68,6 +94,13 @@ func TestAPIDelete(t *testing.T) {
 		{name: "transient then not found", node: name,
 			errs: []error{apierrors.NewTooManyRequests("slow down", 0), apierrors.NewNotFound(nodesGR, name)}, wantCalls: []string{name, name}},
 		{name: "longest name", node: longestName, wantCalls: []string{longestName}},
+		{name: "control-plane node is refused", node: name, cp: true,
+			wantErr: func(err error) bool {
+				return errors.Is(err, node.ErrControlPlane) && strings.Contains(err.Error(), name)
+			}},
+		{name: "missing node: nothing to delete", node: name, getErr: apierrors.NewNotFound(nodesGR, name)},
+		{name: "read forbidden", node: name, getErr: forbidden,
+			wantErr: func(err error) bool { return apierrors.IsForbidden(err) && strings.Contains(err.Error(), name) }},
 	}
 	invalid := []string{"", "-all", "--all", "-A", "a b", "UPPER", "a;rm", "node/proxy", "..", "a..b", "trailing-", "under_score",
 		strings.Repeat("a", 64), strings.Repeat("a", 254), strings.Repeat("a", 300)}
@@ -82,7 +115,7 @@ func TestAPIDelete(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			f := &fakeNodes{errs: tc.errs}
+			f := &fakeNodes{errs: tc.errs, controlPlane: tc.cp, getErr: tc.getErr}
 			a := &node.API{Nodes: f, Timeout: 10 * time.Second}
 
 			err := a.Delete(context.Background(), tc.node)
@@ -95,6 +128,11 @@ func TestAPIDelete(t *testing.T) {
 			}
 			if !slices.Equal(f.names, tc.wantCalls) {
 				t.Errorf("Delete(%q) asked the API to delete %q, want %q", tc.node, f.names, tc.wantCalls)
+			}
+			for _, uid := range f.preconds {
+				if uid != fakeUID {
+					t.Errorf("Delete(%q) sent UID precondition %q, want %q: the Node read", tc.node, uid, fakeUID)
+				}
 			}
 		})
 	}
@@ -112,8 +150,8 @@ func TestAPIDeleteTimeout(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("Delete() error = %v, want a deadline", err)
 	}
-	if len(f.names) != 1 {
-		t.Errorf("Delete() made %d calls, want 1", len(f.names))
+	if len(f.names) != 0 {
+		t.Errorf("Delete() deleted %q, want nothing: the read never answered", f.names)
 	}
 }
 

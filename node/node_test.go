@@ -3,6 +3,7 @@ package node_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -19,10 +20,12 @@ var (
 	_ command.Runner = (*fakeRunner)(nil)
 )
 
-// fakeRunner records each run and returns err.
+// fakeRunner records each run and answers run i (from 0) with outputs[i]
+// (nothing when there is no such entry), or with err.
 type fakeRunner struct {
-	err   error
-	calls []call
+	err     error
+	outputs []string
+	calls   []call
 }
 
 type call struct {
@@ -31,64 +34,101 @@ type call struct {
 }
 
 func (f *fakeRunner) Run(ctx context.Context, path string, args ...string) ([]byte, error) {
+	i := len(f.calls)
 	f.calls = append(f.calls, call{path: path, args: slices.Clone(args)})
 	if f.err != nil {
 		return nil, f.err
 	}
-	return []byte(`node "x" deleted`), nil
+	if i < len(f.outputs) {
+		return []byte(f.outputs[i]), nil
+	}
+	return nil, nil
+}
+
+// deleteArgs and getArgs are the kubectl arguments Kubectl.Delete runs for
+// name: the delete of a Node without the control-plane label, then, when
+// that deleted nothing, the look-up of a control-plane Node of that name.
+func deleteArgs(name string) []string {
+	return []string{"delete", "node", "--selector", "!node-role.kubernetes.io/control-plane", "--field-selector", "metadata.name=" + name}
+}
+
+func getArgs(name string) []string {
+	return []string{"get", "node", "--selector", "node-role.kubernetes.io/control-plane", "--field-selector", "metadata.name=" + name, "--output", "name"}
 }
 
 func TestKubectlDelete(t *testing.T) {
 	errRun := errors.New("/usr/bin/kubectl: exit status 1: stderr: \"error: the server doesn't have a resource type\"")
+	const name = "mlab1-lga01.mlab-oti.measurement-lab.org"
+	const vm = "mlab1-lga01.mlab-oti.measurement-lab.org-d9h6"
+	deleted := `node "` + name + `" deleted`
 	tests := []struct {
 		name       string
 		kubeconfig string
 		binDir     string
 		node       string
+		outputs    []string
 		runErr     error
-		wantArgs   []string
+		wantCalls  [][]string
 		wantErrIs  error
 	}{
 		{
-			name:     "no kubeconfig",
-			binDir:   "/usr/bin",
-			node:     "mlab1-lga01.mlab-oti.measurement-lab.org",
-			wantArgs: []string{"delete", "node", "--ignore-not-found", "--", "mlab1-lga01.mlab-oti.measurement-lab.org"},
+			name:      "deleted in one run",
+			binDir:    "/usr/bin",
+			node:      name,
+			outputs:   []string{deleted},
+			wantCalls: [][]string{deleteArgs(name)},
 		},
 		{
 			name:       "kubeconfig comes first",
 			kubeconfig: "/etc/kubernetes/admin.conf",
 			binDir:     "/opt/k8s/bin",
-			node:       "mlab1-lga01.mlab-oti.measurement-lab.org-d9h6",
-			wantArgs: []string{"--kubeconfig", "/etc/kubernetes/admin.conf",
-				"delete", "node", "--ignore-not-found", "--", "mlab1-lga01.mlab-oti.measurement-lab.org-d9h6"},
+			node:       vm,
+			outputs:    []string{`node "` + vm + `" deleted`},
+			wantCalls:  [][]string{append([]string{"--kubeconfig", "/etc/kubernetes/admin.conf"}, deleteArgs(vm)...)},
+		},
+		{
+			name:      "missing node counts as deleted",
+			binDir:    "/usr/bin",
+			node:      name,
+			outputs:   []string{"", ""},
+			wantCalls: [][]string{deleteArgs(name), getArgs(name)},
+		},
+		{
+			name:      "control-plane node is refused",
+			binDir:    "/usr/bin",
+			node:      name,
+			outputs:   []string{"", "node/" + name + "\n"},
+			wantCalls: [][]string{deleteArgs(name), getArgs(name)},
+			wantErrIs: node.ErrControlPlane,
 		},
 		{
 			name:      "runner failure is wrapped",
 			binDir:    "/usr/bin",
-			node:      "mlab1-lga01.mlab-oti.measurement-lab.org",
+			node:      name,
 			runErr:    errRun,
-			wantArgs:  []string{"delete", "node", "--ignore-not-found", "--", "mlab1-lga01.mlab-oti.measurement-lab.org"},
+			wantCalls: [][]string{deleteArgs(name)},
 			wantErrIs: errRun,
 		},
 		{
 			name:      "runner deadline is wrapped",
 			binDir:    "/usr/bin",
-			node:      "mlab1-lga01.mlab-oti.measurement-lab.org",
+			node:      name,
 			runErr:    context.DeadlineExceeded,
-			wantArgs:  []string{"delete", "node", "--ignore-not-found", "--", "mlab1-lga01.mlab-oti.measurement-lab.org"},
+			wantCalls: [][]string{deleteArgs(name)},
 			wantErrIs: context.DeadlineExceeded,
 		},
-		// Names kubectl would read as flags: refused before kubectl runs.
+		// Names kubectl would read as flags or as selectors: refused before
+		// kubectl runs.
 		{name: "empty name", binDir: "/usr/bin", node: "", wantErrIs: node.ErrInvalidName},
 		{name: "--all", binDir: "/usr/bin", node: "--all", wantErrIs: node.ErrInvalidName},
 		{name: "-A", binDir: "/usr/bin", node: "-A", wantErrIs: node.ErrInvalidName},
 		{name: "-lfoo=bar", binDir: "/usr/bin", node: "-lfoo=bar", wantErrIs: node.ErrInvalidName},
+		{name: "selector injection", binDir: "/usr/bin", node: "a,metadata.name!=b", wantErrIs: node.ErrInvalidName},
 		{name: "--all with kubeconfig", kubeconfig: "/k", binDir: "/usr/bin", node: "--all", wantErrIs: node.ErrInvalidName},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			r := &fakeRunner{err: tc.runErr}
+			r := &fakeRunner{err: tc.runErr, outputs: tc.outputs}
 			k := &node.Kubectl{Runner: r, BinDir: tc.binDir, Kubeconfig: tc.kubeconfig}
 
 			err := k.Delete(context.Background(), tc.node)
@@ -100,22 +140,27 @@ func TestKubectlDelete(t *testing.T) {
 			} else if err != nil {
 				t.Errorf("Delete(%q) error = %v, want nil", tc.node, err)
 			}
-			if tc.wantArgs == nil {
-				if len(r.calls) != 0 {
-					t.Fatalf("Delete(%q) ran kubectl %q, want it never run", tc.node, r.calls)
+			if len(r.calls) != len(tc.wantCalls) {
+				t.Fatalf("Delete(%q) ran kubectl %d times (%q), want %d", tc.node, len(r.calls), r.calls, len(tc.wantCalls))
+			}
+			for i, c := range r.calls {
+				if want := filepath.Join(tc.binDir, "kubectl"); c.path != want {
+					t.Errorf("Delete(%q) ran %q, want %q", tc.node, c.path, want)
 				}
-				return
-			}
-			if len(r.calls) != 1 {
-				t.Fatalf("Delete(%q) ran kubectl %d times, want once", tc.node, len(r.calls))
-			}
-			if want := filepath.Join(tc.binDir, "kubectl"); r.calls[0].path != want {
-				t.Errorf("Delete(%q) ran %q, want %q", tc.node, r.calls[0].path, want)
-			}
-			if !slices.Equal(r.calls[0].args, tc.wantArgs) {
-				t.Errorf("Delete(%q) ran kubectl with args\n%q\nwant\n%q", tc.node, r.calls[0].args, tc.wantArgs)
+				if !slices.Equal(c.args, tc.wantCalls[i]) {
+					t.Errorf("Delete(%q) run %d: kubectl args\n%q\nwant\n%q", tc.node, i, c.args, tc.wantCalls[i])
+				}
 			}
 		})
+	}
+}
+
+// TestControlPlaneIsForbidden: the handler maps ErrControlPlane to 403 by
+// its Forbidden method, without importing this package.
+func TestControlPlaneIsForbidden(t *testing.T) {
+	var f interface{ Forbidden() bool }
+	if err := fmt.Errorf("node x: %w", node.ErrControlPlane); !errors.As(err, &f) || !f.Forbidden() {
+		t.Errorf("ErrControlPlane has no Forbidden method saying true")
 	}
 }
 
@@ -134,19 +179,19 @@ func TestKubectlDeleteRealProgram(t *testing.T) {
 			name:       "kubeconfig and name",
 			kubeconfig: "/etc/kubernetes/admin.conf",
 			node:       "mlab1-lga01.mlab-oti.measurement-lab.org-d9h6",
-			wantArgv: []string{"--kubeconfig", "/etc/kubernetes/admin.conf",
-				"delete", "node", "--ignore-not-found", "--", "mlab1-lga01.mlab-oti.measurement-lab.org-d9h6"},
+			wantArgv: append([]string{"--kubeconfig", "/etc/kubernetes/admin.conf"},
+				deleteArgs("mlab1-lga01.mlab-oti.measurement-lab.org-d9h6")...),
 		},
 		{
 			name:     "no kubeconfig",
 			node:     "mlab4-abc0t.mlab-sandbox.measurement-lab.org",
-			wantArgv: []string{"delete", "node", "--ignore-not-found", "--", "mlab4-abc0t.mlab-sandbox.measurement-lab.org"},
+			wantArgv: deleteArgs("mlab4-abc0t.mlab-sandbox.measurement-lab.org"),
 		},
 		{
 			name:     "kubectl failing",
 			node:     "mlab1-lga01.mlab-oti.measurement-lab.org",
 			exit:     1,
-			wantArgv: []string{"delete", "node", "--ignore-not-found", "--", "mlab1-lga01.mlab-oti.measurement-lab.org"},
+			wantArgv: deleteArgs("mlab1-lga01.mlab-oti.measurement-lab.org"),
 			wantErr:  true,
 		},
 	}
@@ -178,7 +223,8 @@ func TestKubectlDeleteRealProgram(t *testing.T) {
 }
 
 // writeKubectl writes an executable dir/kubectl that writes its arguments
-// one per line to argvFile, prints to stderr when failing, and exits exit.
+// one per line to argvFile, says it deleted a node, prints to stderr when
+// failing, and exits exit.
 func writeKubectl(t *testing.T, dir, argvFile string, exit int) {
 	t.Helper()
 	if strings.Contains(argvFile, "'") {
@@ -188,6 +234,8 @@ func writeKubectl(t *testing.T, dir, argvFile string, exit int) {
 		"for a in \"$@\"; do printf '%s\\n' \"$a\"; done > '" + argvFile + "'\n"
 	if exit != 0 {
 		script += "echo 'Error from server (Forbidden): nodes is forbidden' >&2\n"
+	} else {
+		script += "echo 'node \"x\" deleted'\n"
 	}
 	script += "exit " + strconv.Itoa(exit) + "\n"
 	if err := os.WriteFile(filepath.Join(dir, "kubectl"), []byte(script), 0o755); err != nil {
