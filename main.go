@@ -30,7 +30,8 @@ import (
 var (
 	listenAddress    = flag.String("listen-address", ":8800", "Address to listen on for HTTP requests, or several separated by commas (\":8800,:8801\" serves the two extension servers ePoxy v1.2.5 names from one process).")
 	binDir           = flag.String("bin-dir", "/usr/bin", "Directory holding the kubeadm and kubectl binaries.")
-	kubeconfig       = flag.String("kubeconfig", "", "Kubeconfig for the cluster: passed to kubeadm and kubectl as --kubeconfig (empty lets them find their own), or read by -kube-backend=api (empty means the pod's service account).")
+	kubeconfig       = flag.String("kubeconfig", "", "Kubeconfig for the cluster. exec: empty finds it as kubeadm does ($KUBECONFIG, else ~/.kube/config, else /etc/kubernetes/admin.conf), and the file found is passed to every kubeadm and kubectl run; api: empty means $KUBECONFIG, else the pod's service account, else /etc/kubernetes/admin.conf. A missing or unreadable file stops the server at start.")
+	runAs            = flag.String("run-as", "", "When started as root, the user (uid:gid or names) to become once the kubeconfig is read: it is copied, with the files it refers to embedded, into a folder only that user can read, and kubeadm and kubectl run as that user too. Empty stays as started. The container image sets 65532:65532.")
 	tokenTTL         = flag.Duration("token-ttl", 5*time.Minute, "Lifetime of each join token.")
 	maxBootAge       = flag.Duration("max-boot-age", 120*time.Minute, "Refuse (408) machines whose last_boot is older than this.")
 	maxClockSkew     = flag.Duration("max-clock-skew", 5*time.Minute, "Refuse (400) a last_boot further than this in the future.")
@@ -38,7 +39,7 @@ var (
 	commandTimeout   = flag.Duration("command-timeout", 30*time.Second, "Deadline for one kubeadm or kubectl run (a program still running then is killed with its process group), or with -kube-backend=api for one API call, retries included.")
 	datastoreProject = flag.String("datastore-project", "", "Google Cloud project for BMC credentials; empty uses the project in each machine's hostname.")
 	maxCommands      = flag.Int("max-concurrent-commands", 2*runtime.NumCPU(), "Most kubeadm and kubectl processes running at once; more requests wait their turn within -backend-timeout.")
-	allowedSources   = flag.String("allowed-sources", "", "Comma-separated CIDRs allowed to call the extension endpoints (ePoxy, VM subnets); empty allows everyone.")
+	allowedSources   = flag.String("allowed-sources", "", "Comma-separated CIDRs allowed to call the extension endpoints (ePoxy, VM subnets); empty allows private and local addresses only (10/8, 172.16/12, 192.168/16, 100.64/10, 127/8, fc00::/7, ::1), \"any\" every address. Others get 403 before their body is read.")
 	maxTokensPerHost = flag.Int("max-tokens-per-host", 3, "Most live (unexpired) join tokens one hostname may hold at once, counted in the cluster across every replica and restart (429 beyond, until the oldest expires); 0 means no limit, and no revocation.")
 	maxUnnamed       = flag.Int("max-unnamed-tokens", 10, "Most live join tokens that requests without a hostname (control-plane VMs joining) may hold between them; 0 means no limit.")
 	_                = flag.Duration("token-budget-window", 0, "Ignored; kept so that old command lines still start. -max-tokens-per-host now counts live tokens.")
@@ -64,17 +65,24 @@ func main() {
 	}
 	sources, err := handler.ParseSources(*allowedSources)
 	rtx.Must(err, "bad -allowed-sources")
-	if len(sources) == 0 {
-		log.Warn("-allowed-sources is empty: anyone who reaches this port can mint join tokens, store BMC passwords and delete nodes")
+	if sources.AllowsAny() {
+		log.Warn("-allowed-sources admits every address: anyone who reaches this port can mint join tokens, store BMC passwords and delete nodes")
 	}
-	kb, err := newKubeBackend(backendConfig{
+	cfg := backendConfig{
 		Backend: *kubeBackend, BinDir: *binDir, Kubeconfig: *kubeconfig,
 		QPS: *kubeAPIQPS, Burst: *kubeAPIBurst, MaxCommands: *maxCommands,
 		CommandTimeout: *commandTimeout, TokenTTL: *tokenTTL,
 		MaxTokens: *maxTokensPerHost, MaxUnnamedTokens: *maxUnnamed,
-	}, log)
+	}
+	dropped, err := setUp(&cfg, *runAs, log)
+	if err != nil {
+		log.Error("cannot start: "+err.Error(), "kube_backend", *kubeBackend)
+		os.Exit(1)
+	}
+	kb, err := newKubeBackend(cfg, log)
 	if err != nil {
 		log.Error("could not set up the Kubernetes backend", "kube_backend", *kubeBackend, "error", err)
+		dropped.Cleanup()
 		os.Exit(1)
 	}
 	var resolver storage.Resolver = net.DefaultResolver
@@ -156,6 +164,10 @@ func main() {
 	}
 	if err := store.Close(); err != nil {
 		log.Error("closing datastore clients", "error", err)
+		status = 1
+	}
+	if err := dropped.Cleanup(); err != nil {
+		log.Error("removing the private folder", "error", err)
 		status = 1
 	}
 	log.Info("stopped", "exit_status", status)

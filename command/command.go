@@ -74,7 +74,7 @@ func (e Exec) Run(ctx context.Context, path string, args ...string) ([]byte, err
 }
 
 // Executable returns an error unless every named program in dir is a regular
-// file that may be executed.
+// file that this process's user may execute.
 func Executable(dir string, names ...string) error {
 	for _, n := range names {
 		p := filepath.Join(dir, n)
@@ -84,6 +84,9 @@ func Executable(dir string, names ...string) error {
 		}
 		if !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
 			return fmt.Errorf("%s is not an executable file", p)
+		}
+		if err := syscall.Access(p, 1); err != nil { // X_OK, for this user
+			return fmt.Errorf("%s is not executable by uid %d: %w", p, os.Getuid(), err)
 		}
 	}
 	return nil

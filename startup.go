@@ -1,0 +1,71 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+
+	"github.com/m-lab/epoxy-extensions/command"
+	"github.com/m-lab/epoxy-extensions/kube"
+	"github.com/m-lab/epoxy-extensions/runas"
+)
+
+// setUp checks what the Kubernetes backend needs before anything is served,
+// so that a broken set-up stops the server at start with the cause named
+// rather than failing every request: a known backend; the kubeconfig,
+// resolved as kubeadm resolves it (exec) or as documented for api, and
+// readable; with -run-as, the switch to that user, keeping a private copy of
+// the kubeconfig; then, for exec, kubeadm and kubectl executable by the user
+// the server now runs as. It sets cfg.Kubeconfig to the file every kubeadm
+// and kubectl run and the API client use. An API server that does not answer
+// yet is no error: /ready says so until it does.
+func setUp(cfg *backendConfig, runAs string, log *slog.Logger) (runas.Dropped, error) {
+	var k kube.Kubeconfig
+	switch cfg.Backend {
+	case "exec":
+		k = kube.ResolveForTools(cfg.Kubeconfig, kube.ProcessEnv())
+	case "api":
+		k = kube.ResolveForAPI(cfg.Kubeconfig, kube.ProcessEnv())
+	default:
+		return runas.Dropped{}, fmt.Errorf("-kube-backend %q: want exec or api", cfg.Backend)
+	}
+	if err := kube.CheckReadable(k); err != nil {
+		return runas.Dropped{}, err
+	}
+	resolved := k.Path
+	var dropped runas.Dropped
+	if runAs != "" {
+		u, err := runas.Parse(runAs)
+		if err != nil {
+			return runas.Dropped{}, err
+		}
+		var kubeconfig []byte
+		if k.Path != "" {
+			if kubeconfig, err = kube.Flatten(k.Path); err != nil {
+				return runas.Dropped{}, err
+			}
+		}
+		if dropped, err = runas.Drop(u, kubeconfig); err != nil {
+			return runas.Dropped{}, err
+		}
+		if dropped.Dir != "" {
+			// kubeadm and kubectl keep their caches in $HOME, which root's
+			// may not let this user write.
+			os.Setenv("HOME", dropped.Dir)
+			log.Info("dropped root", "user", u.String(), "kubeconfig_copy", dropped.Kubeconfig)
+		}
+		if dropped.Kubeconfig != "" {
+			k.Path = dropped.Kubeconfig
+		}
+	}
+	if cfg.Backend == "exec" {
+		if err := command.Executable(cfg.BinDir, "kubeadm", "kubectl"); err != nil {
+			dropped.Cleanup()
+			return runas.Dropped{}, fmt.Errorf("-bin-dir %s must hold kubeadm and kubectl: %w", cfg.BinDir, err)
+		}
+	}
+	cfg.Kubeconfig = k.Path
+	log.Info("kubeconfig", "path", resolved, "source", k.Source, "passed_as", k.Path,
+		"kube_backend", cfg.Backend, "uid", os.Geteuid(), "gid", os.Getegid())
+	return dropped, nil
+}
