@@ -6,11 +6,16 @@ RUN go mod download
 COPY . .
 RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /epoxy-extensions .
 
-# Final stage: the static binary alone, as a non-root user. kubeadm and
-# kubectl come from the host or a volume (-bin-dir), and the kubeconfig they
-# use (-kubeconfig) must be readable by uid 65532.
-FROM gcr.io/distroless/static-debian12:nonroot
+# Final stage: the static binary alone. It starts as root, as M-Lab's
+# systemd unit expects (it mounts /etc/kubernetes, whose admin.conf is root's
+# with mode 0600, and passes KUBECONFIG and -bin-dir /opt/bin): the server
+# reads the kubeconfig, copies it into a folder only uid 65532 can read, and
+# then runs as 65532:65532 for good (RUN_AS, the -run-as flag), with kubeadm
+# and kubectl run as that user too. `--env RUN_AS=` keeps root; `--user
+# 65532:65532` starts unprivileged, with a kubeconfig that user can read.
+FROM gcr.io/distroless/static-debian12
 COPY --from=build /epoxy-extensions /epoxy-extensions
-USER 65532:65532
+USER 0:0
+ENV RUN_AS=65532:65532
 EXPOSE 8800
 ENTRYPOINT ["/epoxy-extensions"]

@@ -20,12 +20,19 @@ import (
 // and kubectl run and the API client use. An API server that does not answer
 // yet is no error: /ready says so until it does.
 func setUp(cfg *backendConfig, runAs string, log *slog.Logger) (runas.Dropped, error) {
+	env := kube.ProcessEnv()
+	explicit := cfg.Kubeconfig
+	if explicit == env.Kubeconfig {
+		// flagx set the flag from $KUBECONFIG: read that as kubeadm does
+		// (a list, the first file that exists), not as one path.
+		explicit = ""
+	}
 	var k kube.Kubeconfig
 	switch cfg.Backend {
 	case "exec":
-		k = kube.ResolveForTools(cfg.Kubeconfig, kube.ProcessEnv())
+		k = kube.ResolveForTools(explicit, env)
 	case "api":
-		k = kube.ResolveForAPI(cfg.Kubeconfig, kube.ProcessEnv())
+		k = kube.ResolveForAPI(explicit, env)
 	default:
 		return runas.Dropped{}, fmt.Errorf("-kube-backend %q: want exec or api", cfg.Backend)
 	}

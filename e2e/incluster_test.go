@@ -239,6 +239,20 @@ func testLeastPrivilege(t *testing.T, e *testEnv, saToken, tokenID string) {
 	}
 	const bystander = "mlab2-inc01.mlab-sandbox.measurement-lab.org"
 	createNode(t, e, bystander)
+	// The admission policy refuses to delete a control-plane Node, which
+	// RBAC allows: once loaded (the API server loads policies in the
+	// background), always.
+	const controlPlane = "mlab3-inc01.mlab-sandbox.measurement-lab.org"
+	createLabelledNode(t, e, controlPlane, map[string]string{"node-role.kubernetes.io/control-plane": ""})
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		code, body := asServiceAccount(t, e, saToken, "DELETE", "/api/v1/nodes/"+controlPlane+"?dryRun=All", "", nil)
+		if code == http.StatusForbidden && strings.Contains(string(body), "control-plane") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("30 s after apply, deleting control-plane Node %s as the service account = %d %s, want 403 from the admission policy", controlPlane, code, body)
+		}
+	}
 	// A Secret of another kind in kube-system, which the server may read
 	// (RBAC cannot tell) but not delete (the admission policy can).
 	const opaque = "e2e-opaque"
@@ -280,7 +294,8 @@ func testLeastPrivilege(t *testing.T, e *testEnv, saToken, tokenID string) {
 		{"create Secret in its own namespace", "POST", "/api/v1/namespaces/" + deployNS + "/secrets" + dryRun, jsonType, bootstrapSecretJSON(t, deployNS, "Opaque", nil), 403},
 		{"list Nodes", "GET", "/api/v1/nodes", "", nil, 200},
 		{"watch Nodes", "GET", "/api/v1/nodes?watch=1&timeoutSeconds=1", "", nil, 200},
-		{"get a Node", "GET", "/api/v1/nodes/" + bystander, "", nil, 403},
+		{"get a Node", "GET", "/api/v1/nodes/" + bystander, "", nil, 200},
+		{"delete a Node", "DELETE", "/api/v1/nodes/" + bystander + dryRun, "", nil, 200},
 		{"patch a Node", "PATCH", "/api/v1/nodes/" + bystander + dryRun, mergeType, label, 403},
 		{"delete every Node", "DELETE", "/api/v1/nodes" + dryRun, "", nil, 403},
 		{"list ConfigMaps in kube-public", "GET", "/api/v1/namespaces/kube-public/configmaps", "", nil, 403},
