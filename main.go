@@ -40,6 +40,9 @@ var (
 	datastoreProject = flag.String("datastore-project", "", "Google Cloud project for BMC credentials; empty uses the project in each machine's hostname.")
 	maxCommands      = flag.Int("max-concurrent-commands", 2*runtime.NumCPU(), "Most kubeadm and kubectl processes running at once; more requests wait their turn within -backend-timeout.")
 	allowedSources   = flag.String("allowed-sources", "", "Comma-separated CIDRs allowed to call the extension endpoints (ePoxy, VM subnets); empty allows private and local addresses only (10/8, 172.16/12, 192.168/16, 100.64/10, 127/8, fc00::/7, ::1), \"any\" every address. Others get 403 before their body is read.")
+	trustedProxies   = flag.String("trusted-proxies", "", "Comma-separated CIDRs of the callers that speak for other machines (the ePoxy boot server), which may name any machine. Every other caller is direct and acts only for itself: it may store no BMC password (403), delete only the Node whose addresses include its own (403), and with -vm-identity-audience must prove its identity for a token (401). Empty trusts every caller, as M-Lab's original server does, and logs a warning.")
+	vmAudience       = flag.String("vm-identity-audience", "", "When set, a direct caller's token request must carry a Google Compute Engine instance identity token (Authorization: Bearer, format=full) for this audience, from an instance of -vm-identity-projects, entitled to the hostname it asks for. Needs -trusted-proxies.")
+	vmProjects       = flag.String("vm-identity-projects", "", "Comma-separated Google Cloud projects whose instances may prove their identity (-vm-identity-audience).")
 	maxTokensPerHost = flag.Int("max-tokens-per-host", 3, "Most live (unexpired) join tokens one hostname may hold at once, counted in the cluster across every replica and restart (429 beyond, until the oldest expires); 0 means no limit, and no revocation.")
 	maxUnnamed       = flag.Int("max-unnamed-tokens", 10, "Most live join tokens that requests without a hostname (control-plane VMs joining) may hold between them; 0 means no limit.")
 	_                = flag.Duration("token-budget-window", 0, "Ignored; kept so that old command lines still start. -max-tokens-per-host now counts live tokens.")
@@ -67,6 +70,11 @@ func main() {
 	rtx.Must(err, "bad -allowed-sources")
 	if sources.AllowsAny() {
 		log.Warn("-allowed-sources admits every address: anyone who reaches this port can mint join tokens, store BMC passwords and delete nodes")
+	}
+	proxies, verifier, err := callerTrust(*trustedProxies, *vmAudience, *vmProjects, log)
+	if err != nil {
+		log.Error("cannot start: " + err.Error())
+		os.Exit(1)
 	}
 	cfg := backendConfig{
 		Backend: *kubeBackend, BinDir: *binDir, Kubeconfig: *kubeconfig,
@@ -100,10 +108,12 @@ func main() {
 		Revoker: kb.tokens,
 		Creds:   store,
 		Validator: handler.Validator{
-			MaxBootAge:   *maxBootAge,
-			MaxClockSkew: *maxClockSkew,
-			Sources:      sources,
+			MaxBootAge:     *maxBootAge,
+			MaxClockSkew:   *maxClockSkew,
+			Sources:        sources,
+			TrustedProxies: proxies,
 		},
+		Identity:       verifier,
 		BackendTimeout: *backendTimeout,
 		Ready:          kb.ready,
 		Log:            log,

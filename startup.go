@@ -1,11 +1,15 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 
 	"github.com/m-lab/epoxy-extensions/command"
+	"github.com/m-lab/epoxy-extensions/handler"
+	"github.com/m-lab/epoxy-extensions/identity"
 	"github.com/m-lab/epoxy-extensions/kube"
 	"github.com/m-lab/epoxy-extensions/runas"
 )
@@ -75,4 +79,38 @@ func setUp(cfg *backendConfig, runAs string, log *slog.Logger) (runas.Dropped, e
 	log.Info("kubeconfig", "path", resolved, "source", k.Source, "passed_as", k.Path,
 		"kube_backend", cfg.Backend, "uid", os.Geteuid(), "gid", os.Getegid())
 	return dropped, nil
+}
+
+// callerTrust reads -trusted-proxies and the instance identity flags: the
+// callers that may speak for other machines (none named: all may), and the
+// check of direct callers' identity (nil when not asked for).
+func callerTrust(proxyList, audience, projectList string, log *slog.Logger) (handler.Sources, handler.IdentityVerifier, error) {
+	var proxies handler.Sources
+	if strings.TrimSpace(proxyList) != "" {
+		var err error
+		if proxies, err = handler.ParseSources(proxyList); err != nil {
+			return nil, nil, fmt.Errorf("-trusted-proxies: %w", err)
+		}
+	}
+	if len(proxies) == 0 || proxies.AllowsAny() {
+		log.Warn("-trusted-proxies is empty: every caller may act for any machine (store any BMC password, delete any Node but the control plane's)")
+	}
+	if audience == "" {
+		return proxies, nil, nil
+	}
+	var projects []string
+	for _, p := range strings.Split(projectList, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			projects = append(projects, p)
+		}
+	}
+	if len(proxies) == 0 || len(projects) == 0 {
+		return nil, nil, fmt.Errorf("-vm-identity-audience needs -trusted-proxies (else no caller is direct, and none is asked) and -vm-identity-projects")
+	}
+	v, err := identity.NewVerifier(context.Background(), audience, projects, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	log.Info("direct callers prove their identity", "audience", audience, "projects", projects)
+	return proxies, v, nil
 }

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -112,7 +113,7 @@ func (e errTokens) Create(context.Context, string) (joincmd.Join, error) {
 // okNodes deletes every node; okCreds stores every password.
 type okNodes struct{}
 
-func (okNodes) Delete(context.Context, string) error { return nil }
+func (okNodes) Delete(context.Context, string, netip.Addr) error { return nil }
 
 type okCreds struct{}
 

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -21,6 +22,7 @@ import (
 	"github.com/m-lab/epoxy-extensions/command"
 	"github.com/m-lab/epoxy-extensions/handler"
 	"github.com/m-lab/epoxy-extensions/hostname"
+	"github.com/m-lab/epoxy-extensions/identity"
 	"github.com/m-lab/epoxy-extensions/node"
 	"github.com/m-lab/epoxy-extensions/token"
 )
@@ -33,6 +35,10 @@ const (
 	hostNoDNS    = "mlab4-lga01.mlab-sandbox.measurement-lab.org"
 	hostLimited  = "mlab1-abc01.mlab-sandbox.measurement-lab.org"
 	hostControl  = "mlab1-cpl01.mlab-sandbox.measurement-lab.org"
+	hostNotOwn   = "mlab1-not01.mlab-sandbox.measurement-lab.org"
+	hostNoID     = "mlab1-idm01.mlab-sandbox.measurement-lab.org"
+	hostBadID    = "mlab1-idi01.mlab-sandbox.measurement-lab.org"
+	hostKeysDown = "mlab1-idu01.mlab-sandbox.measurement-lab.org"
 	errBackendUp = "backend down"
 )
 
@@ -67,9 +73,12 @@ func (f fakeBackend) Create(_ context.Context, host string) (token.Join, error) 
 		CAHash: "sha256:" + strings.Repeat("0", 64)}, f.err(host)
 }
 
-func (f fakeBackend) Delete(_ context.Context, host string) error {
+func (f fakeBackend) Delete(_ context.Context, host string, owner netip.Addr) error {
 	if host == hostControl {
 		return fmt.Errorf("node %s: %w", host, node.ErrControlPlane)
+	}
+	if host == hostNotOwn && owner.IsValid() {
+		return fmt.Errorf("node %s: %w", host, node.ErrNotOwnNode)
 	}
 	return f.err(host)
 }
@@ -84,19 +93,39 @@ func (f fakeBackend) Put(_ context.Context, bmc hostname.BMC, _ string) error {
 	return nil
 }
 
+// fakeIdentity refuses the identity of the hosts named for it, each for
+// its own reason.
+type fakeIdentity struct{}
+
+func (fakeIdentity) Verify(_ context.Context, _, host string) error {
+	reason := map[string]string{hostNoID: identity.ReasonMissing, hostBadID: identity.ReasonInvalid, hostKeysDown: identity.ReasonUnavailable}[host]
+	if reason == "" {
+		return nil
+	}
+	return &identity.Error{Reason: reason, Detail: "fake"}
+}
+
 // newMux returns the server's routes over fakes of the given Kubernetes
-// backend names, allowing only sources.
-func newMux(t *testing.T, tokens, nodes string, sources string) http.Handler {
+// backend names, allowing only sources and, when proxies is set, trusting
+// only those.
+func newMux(t *testing.T, tokens, nodes string, sources string, proxies ...string) http.Handler {
 	t.Helper()
 	allowed, err := handler.ParseSources(sources)
 	if err != nil {
 		t.Fatal(err)
 	}
+	var trusted handler.Sources
+	if len(proxies) > 0 {
+		if trusted, err = handler.ParseSources(proxies[0]); err != nil {
+			t.Fatal(err)
+		}
+	}
 	s := &handler.Server{
 		Tokens:         fakeBackend{tokens},
 		Nodes:          fakeBackend{nodes},
 		Creds:          fakeBackend{"datastore"},
-		Validator:      handler.Validator{MaxBootAge: 2 * time.Hour, MaxClockSkew: 5 * time.Minute, Sources: allowed},
+		Validator:      handler.Validator{MaxBootAge: 2 * time.Hour, MaxClockSkew: 5 * time.Minute, Sources: allowed, TrustedProxies: trusted},
+		Identity:       fakeIdentity{},
 		BackendTimeout: 3 * time.Minute,
 		Log:            slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
@@ -139,6 +168,9 @@ func TestEveryExpressionReadsWhatTheServerExposes(t *testing.T) {
 	defer apiSrv.Close()
 	strangerSrv := httptest.NewServer(newMux(t, "kubeadm", "kubectl", "192.0.2.0/24"))
 	defer strangerSrv.Close()
+	// A server that trusts another proxy: loopback callers are direct.
+	directSrv := httptest.NewServer(newMux(t, "kube_api", "kube_api", "", "192.0.2.0/24"))
+	defer directSrv.Close()
 
 	before := scrape(t, execSrv.URL+"/metrics")
 
@@ -167,6 +199,12 @@ func TestEveryExpressionReadsWhatTheServerExposes(t *testing.T) {
 		{"not machine", execSrv, "POST", "/v1/bmc_store_password", body("vm.example.org", time.Minute, pw), 400},
 		{"token limit", execSrv, "POST", "/v2/allocate_k8s_token", body(hostLimited, time.Minute, ""), 429},
 		{"busy token", execSrv, "POST", "/v2/allocate_k8s_token", body(hostBusy, time.Minute, ""), 503},
+		{"not trusted", directSrv, "POST", "/v1/bmc_store_password", body(hostOK, time.Minute, pw), 403},
+		{"not own node", directSrv, "POST", "/v1/node/delete", body(hostNotOwn, time.Minute, ""), 403},
+		{"identity missing", directSrv, "POST", "/v2/allocate_k8s_token", body(hostNoID, time.Minute, ""), 401},
+		{"identity invalid", directSrv, "POST", "/v1/allocate_k8s_token", body(hostBadID, time.Minute, ""), 401},
+		{"identity unavailable", directSrv, "POST", "/v2/allocate_k8s_token", body(hostKeysDown, time.Minute, ""), 503},
+		{"direct with an identity", directSrv, "POST", "/v2/allocate_k8s_token", body(hostOK, time.Minute, ""), 200},
 		{"control-plane node", apiSrv, "POST", "/v1/node/delete", body(hostControl, time.Minute, ""), 403},
 		{"busy node", execSrv, "POST", "/v1/node/delete", body(hostBusy, time.Minute, ""), 503},
 		{"kubeadm fails", execSrv, "POST", "/v2/allocate_k8s_token", body(hostFail, time.Minute, ""), 500},

@@ -8,18 +8,23 @@ import (
 	"net/http"
 	"os/exec"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
 
 // testHost is a machine of the test's own: a network namespace joined to
-// this one by a veth pair, with a documentation address (198.51.100.1) that
-// is public, not private. Only traffic between it and this machine flows.
+// this one by a veth pair, with a documentation address (198.51.100.1, then
+// .5, .9, … for the next test hosts, each pair in a /30 of its own) that is
+// public, not private. Only traffic between it and this machine flows.
 type testHost struct {
 	ns        string
 	Addr      string // the test host's address
 	LocalAddr string // this side's address, where servers listen for it
 }
+
+// testHosts counts the test hosts made, each getting the next /30.
+var testHosts atomic.Int32
 
 // newTestHost makes a test host and removes it at the end of t. Needs root.
 func newTestHost(t *testing.T) *testHost {
@@ -27,7 +32,8 @@ func newTestHost(t *testing.T) *testHost {
 	b := make([]byte, 3)
 	rand.Read(b)
 	id := hex.EncodeToString(b)
-	h := &testHost{ns: "epx" + id, Addr: "198.51.100.1", LocalAddr: "198.51.100.2"}
+	n := testHosts.Add(1) - 1
+	h := &testHost{ns: "epx" + id, Addr: fmt.Sprintf("198.51.100.%d", 4*n+1), LocalAddr: fmt.Sprintf("198.51.100.%d", 4*n+2)}
 	out, in := "epxo"+id, "epxi"+id
 	ip := func(args ...string) {
 		t.Helper()

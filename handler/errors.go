@@ -34,9 +34,18 @@ var (
 	ErrBootInFuture = &Refusal{http.StatusBadRequest, "boot_in_future"}
 	ErrBootTooOld   = &Refusal{http.StatusRequestTimeout, "boot_too_old"}
 	ErrSource       = &Refusal{http.StatusForbidden, "source"}
-	// ErrProtectedNode is a node delete the backend refused because the
-	// Node is a control-plane Node.
-	ErrProtectedNode = &Refusal{http.StatusForbidden, "control_plane_node"}
+	// ErrNotTrusted is a direct caller (not a trusted proxy) asking for
+	// what only a proxy may ask: a BMC password store.
+	ErrNotTrusted = &Refusal{http.StatusForbidden, "not_trusted"}
+
+	// The refusals a backend or the identity check may name (RefusalReason).
+	ErrControlPlaneNode = &Refusal{http.StatusForbidden, "control_plane_node"}
+	ErrNotOwnNode       = &Refusal{http.StatusForbidden, "not_own_node"}
+	ErrIdentityMissing  = &Refusal{http.StatusUnauthorized, "identity_missing"}
+	ErrIdentityInvalid  = &Refusal{http.StatusUnauthorized, "identity_invalid"}
+	// ErrIdentityUnavailable is an identity that could not be checked now
+	// (the signing keys could not be fetched): the caller may retry.
+	ErrIdentityUnavailable = &Refusal{http.StatusServiceUnavailable, "identity_unavailable"}
 	// ErrTokenLimit is a host that holds its most live join tokens: the
 	// caller may retry when the oldest expires.
 	ErrTokenLimit = &Refusal{http.StatusTooManyRequests, "token_limit"}
@@ -66,12 +75,26 @@ func isOverload(err error) bool {
 	return errors.As(err, &o) && o.Overloaded()
 }
 
-// isForbidden reports whether err says that the backend refused the request
-// itself (a control-plane Node to delete): backends mark such errors with a
-// Forbidden method, so that the handler imports no backend.
-func isForbidden(err error) bool {
-	var f interface{ Forbidden() bool }
-	return errors.As(err, &f) && f.Forbidden()
+// namedRefusals are the refusals that a backend or the identity check
+// names by a RefusalReason method on its error, so that the handler imports
+// neither: a control-plane Node, a direct caller's delete of a Node that is
+// not its own, an identity missing, invalid or not checkable now.
+var namedRefusals = map[string]*Refusal{}
+
+func init() {
+	for _, r := range []*Refusal{ErrControlPlaneNode, ErrNotOwnNode, ErrIdentityMissing, ErrIdentityInvalid, ErrIdentityUnavailable} {
+		namedRefusals[r.Reason] = r
+	}
+}
+
+// namedRefusal returns the refusal err names with its RefusalReason method.
+func namedRefusal(err error) (*Refusal, bool) {
+	var n interface{ RefusalReason() string }
+	if !errors.As(err, &n) {
+		return nil, false
+	}
+	r, ok := namedRefusals[n.RefusalReason()]
+	return r, ok
 }
 
 // backendError is a failure of the named backend ("kubeadm", "kubectl",
@@ -123,8 +146,9 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, o outcome, err err
 		retry = retryAfter(limit.RetryTime(), time.Now())
 	case isOverload(err):
 		err = fmt.Errorf("%w: %w", ErrBusy, err)
-	case isForbidden(err):
-		err = fmt.Errorf("%w: %w", ErrProtectedNode, err)
+	}
+	if r, ok := namedRefusal(err); ok {
+		err = fmt.Errorf("%w: %w", r, err)
 	}
 	switch {
 	case errors.As(err, &refusal):
@@ -146,6 +170,8 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, o outcome, err err
 		w.Header().Set("Allow", http.MethodPost)
 	case http.StatusServiceUnavailable, http.StatusTooManyRequests:
 		w.Header().Set("Retry-After", retry)
+	case http.StatusUnauthorized:
+		w.Header().Set("WWW-Authenticate", `Bearer realm="epoxy-extensions"`)
 	}
 	w.WriteHeader(code)
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -51,16 +52,18 @@ type fakeNodes struct {
 	fail bool
 	err  error
 
-	mu    sync.Mutex
-	names []string
+	mu     sync.Mutex
+	names  []string
+	owners []netip.Addr
 }
 
 var _ NodeDeleter = (*fakeNodes)(nil)
 
-func (f *fakeNodes) Delete(ctx context.Context, name string) error {
+func (f *fakeNodes) Delete(ctx context.Context, name string, owner netip.Addr) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.names = append(f.names, name)
+	f.owners = append(f.owners, owner)
 	if f.fail {
 		return errFake
 	}
@@ -70,8 +73,8 @@ func (f *fakeNodes) Delete(ctx context.Context, name string) error {
 // errProtected is how a node backend refuses a control-plane Node.
 type errProtected struct{}
 
-func (errProtected) Error() string   { return "control-plane Nodes are never deleted" }
-func (errProtected) Forbidden() bool { return true }
+func (errProtected) Error() string           { return "control-plane Nodes are never deleted" }
+func (errProtected) RefusalReason() string { return "control_plane_node" }
 
 // fakeCreds records what it was asked to store.
 type fakeCreds struct {

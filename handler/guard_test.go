@@ -311,3 +311,89 @@ func TestIsHealthCheck(t *testing.T) {
 		}
 	}
 }
+
+// fakeIdentity answers every Verify with err, and records the calls.
+type fakeIdentity struct {
+	err   error
+	calls []string
+}
+
+func (f *fakeIdentity) Verify(_ context.Context, authorization, host string) error {
+	f.calls = append(f.calls, host)
+	return f.err
+}
+
+// identityError is how the identity check names its refusals.
+type identityError string
+
+func (e identityError) Error() string         { return string(e) }
+func (e identityError) RefusalReason() string { return string(e) }
+
+// TestTrustedProxies: with -trusted-proxies set, a direct caller may store
+// no BMC password, deletes only its own Node (the backend is told its
+// address), and proves its identity for a token; a trusted proxy speaks for
+// any machine. Every refusal reaches no backend and has an empty body.
+func TestTrustedProxies(t *testing.T) {
+	const proxy, vm = "10.0.0.5:4000", "10.128.0.7:5000"
+	tests := []struct {
+		name      string
+		remote    string
+		path      string
+		query     string
+		identity  error
+		want      int
+		reason    string
+		backend   bool   // the backend was reached
+		owner     string // the address the node backend must check
+		checkedID bool   // the identity was checked
+	}{
+		{name: "proxy stores a BMC password", remote: proxy, path: "/v1/bmc_store_password", query: "p=" + password, want: 200, backend: true},
+		{name: "direct caller may not", remote: vm, path: "/v1/bmc_store_password", query: "p=" + password, want: 403, reason: "not_trusted"},
+		{name: "proxy deletes any node", remote: proxy, path: "/v1/node/delete", want: 200, backend: true},
+		{name: "direct caller: its own node only", remote: vm, path: "/v1/node/delete", want: 200, backend: true, owner: "10.128.0.7"},
+		{name: "proxy asks a token unchecked", remote: proxy, path: "/v2/allocate_k8s_token", identity: identityError("identity_missing"), want: 200, backend: true},
+		{name: "direct caller with an identity", remote: vm, path: "/v2/allocate_k8s_token", want: 200, backend: true, checkedID: true},
+		{name: "direct caller without", remote: vm, path: "/v2/allocate_k8s_token", identity: identityError("identity_missing"), want: 401, reason: "identity_missing", checkedID: true},
+		{name: "direct caller, invalid", remote: vm, path: "/v1/allocate_k8s_token", identity: identityError("identity_invalid"), want: 401, reason: "identity_invalid", checkedID: true},
+		{name: "keys unavailable", remote: vm, path: "/v2/allocate_k8s_token", identity: identityError("identity_unavailable"), want: 503, reason: "identity_unavailable", checkedID: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tokens, nodes, creds := &fakeTokens{}, &fakeNodes{}, &fakeCreds{}
+			s, _ := testServer(tokens, nodes, creds, now)
+			s.Validator.TrustedProxies, _ = ParseSources("10.0.0.5")
+			id := &fakeIdentity{err: tc.identity}
+			s.Identity = id
+			r := httptest.NewRequest("POST", tc.path, strings.NewReader(body(machine, now, tc.query)))
+			r.RemoteAddr = tc.remote
+			rec := httptest.NewRecorder()
+			NewMux(s, prometheus.NewRegistry()).ServeHTTP(rec, r)
+			if rec.Code != tc.want || (tc.want != 200 && rec.Body.Len() != 0) {
+				t.Errorf("%s from %s = %d %q, want %d and no body", tc.path, tc.remote, rec.Code, rec.Body, tc.want)
+			}
+			if tc.reason != "" {
+				if got := testutil.ToFloat64(metrics.Refusals.WithLabelValues(endpointFor(tc.path), tc.reason)); got < 1 {
+					t.Errorf("refusals{%s} = %v, want counted", tc.reason, got)
+				}
+			}
+			if got := rec.Header().Get("WWW-Authenticate"); (tc.want == 401) != (got != "") {
+				t.Errorf("WWW-Authenticate = %q for a %d", got, tc.want)
+			}
+			reached := tokens.calls > 0 || len(nodes.names) > 0 || len(creds.puts) > 0
+			if reached != tc.backend {
+				t.Errorf("backend reached = %v, want %v", reached, tc.backend)
+			}
+			if len(nodes.owners) > 0 && nodes.owners[0].String() != map[bool]string{true: tc.owner, false: "invalid IP"}[tc.owner != ""] {
+				t.Errorf("node backend told owner %v, want %q", nodes.owners[0], tc.owner)
+			}
+			if (len(id.calls) > 0) != tc.checkedID {
+				t.Errorf("identity checked = %v, want %v", len(id.calls) > 0, tc.checkedID)
+			}
+		})
+	}
+}
+
+func endpointFor(path string) string {
+	return map[string]string{"/v1/bmc_store_password": endpointBMC, "/v1/node/delete": endpointNode,
+		"/v1/allocate_k8s_token": endpointTokenV1, "/v2/allocate_k8s_token": endpointTokenV2}[path]
+}

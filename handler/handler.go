@@ -8,8 +8,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"sync/atomic"
 	"time"
 
@@ -27,14 +29,27 @@ type TokenIssuer interface {
 }
 
 // NodeDeleter removes a node from the cluster; a missing node is no error.
+// When owner is valid, the Node must list it among its addresses: a direct
+// caller may delete only its own Node. A backend refuses a Node it must not
+// delete with an error whose RefusalReason method names why
+// ("control_plane_node", "not_own_node").
 type NodeDeleter interface {
-	Delete(ctx context.Context, name string) error
+	Delete(ctx context.Context, name string, owner netip.Addr) error
 }
 
 // TokenRevoker deletes a host's outstanding join tokens created before
 // notAfter (every one when it is zero) and says how many it deleted.
 type TokenRevoker interface {
 	Revoke(ctx context.Context, host string, notAfter time.Time) (int, error)
+}
+
+// IdentityVerifier checks the proof of identity a direct caller sends with a
+// token request, its Authorization header: nil when it proves a machine
+// entitled to a token for host. Its errors name a refusal with a
+// RefusalReason method: "identity_missing", "identity_invalid", or
+// "identity_unavailable" when the proof cannot be checked now.
+type IdentityVerifier interface {
+	Verify(ctx context.Context, authorization, host string) error
 }
 
 // CredentialStore stores a BMC password.
@@ -63,6 +78,9 @@ type Server struct {
 	// Revoker, when set, deletes a leaving host's join tokens after its
 	// node was deleted.
 	Revoker TokenRevoker
+	// Identity, when set, checks direct callers' token requests (see
+	// Request.Direct); trusted proxies are never asked.
+	Identity IdentityVerifier
 	// Ready reports whether the backends can serve; nil means always.
 	Ready func() error
 	Log   *slog.Logger
@@ -130,6 +148,12 @@ func (s *Server) token(endpoint string) http.HandlerFunc {
 		o.host = req.Host
 		ctx, cancel := context.WithTimeout(r.Context(), s.BackendTimeout)
 		defer cancel()
+		if req.Direct && s.Identity != nil {
+			if err := s.Identity.Verify(ctx, r.Header.Get("Authorization"), req.Host); err != nil {
+				s.fail(w, r, o, err)
+				return
+			}
+		}
 		backend := backendName(s.Tokens, "kubeadm")
 		start := time.Now()
 		join, err := s.Tokens.Create(ctx, req.Host)
@@ -164,6 +188,11 @@ func (s *Server) bmc(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	o.host = req.Host
+	if req.Direct {
+		// Physical machines always come through ePoxy.
+		s.fail(w, r, o, fmt.Errorf("%w: BMC passwords come only through a trusted proxy", ErrNotTrusted))
+		return
+	}
 	password, err := Password(req.RawQuery)
 	if err != nil {
 		s.fail(w, r, o, err)
@@ -206,8 +235,12 @@ func (s *Server) deleteNode(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), s.BackendTimeout)
 	defer cancel()
 	backend := backendName(s.Nodes, "kubectl")
+	var owner netip.Addr
+	if req.Direct {
+		owner = req.Caller
+	}
 	start := time.Now()
-	err = s.Nodes.Delete(ctx, req.Host)
+	err = s.Nodes.Delete(ctx, req.Host, owner)
 	o.backendDone(backend, start)
 	if err != nil {
 		s.fail(w, r, o, &backendError{backend, err})

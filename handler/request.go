@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"time"
 
@@ -21,6 +22,11 @@ type Request struct {
 	// RawQuery is the query string the machine sent to ePoxy. It may hold a
 	// secret: never log it.
 	RawQuery string
+	// Caller is the address the request came from.
+	Caller netip.Addr
+	// Direct is true when the caller is not a trusted proxy, so it may act
+	// only for itself; never when no proxies are named (all are trusted).
+	Direct bool
 }
 
 // Validator checks extension requests before any backend sees them.
@@ -35,6 +41,9 @@ type Validator struct {
 	Now func() time.Time
 	// Sources, when not empty, are the only networks allowed to call.
 	Sources Sources
+	// TrustedProxies are the callers that speak for other machines (the
+	// ePoxy server); every other caller is Direct. Empty trusts everyone.
+	TrustedProxies Sources
 }
 
 // DefaultMaxBodyBytes bounds an extension request body. Real ones are about
@@ -69,6 +78,10 @@ func (v *Validator) Parse(w http.ResponseWriter, r *http.Request, hostOptional b
 		return Request{}, ErrNoV1
 	}
 	req := Request{Host: ext.V1.Hostname, LastBoot: ext.V1.LastBoot, RawQuery: ext.V1.RawQuery}
+	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+		req.Caller = ap.Addr().Unmap()
+	}
+	req.Direct = len(v.TrustedProxies) > 0 && !v.TrustedProxies.Allows(r.RemoteAddr)
 	if !(hostOptional && req.Host == "") && !hostname.Valid(req.Host) {
 		return Request{}, fmt.Errorf("%w: %.80q", ErrHostname, req.Host)
 	}

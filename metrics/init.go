@@ -14,17 +14,17 @@ var (
 		histogram *prometheus.HistogramVec
 		codes     []string
 	}{
-		{TokenRequestDuration, []string{"200", "400", "403", "408", "429", "500", "503"}},
+		{TokenRequestDuration, []string{"200", "400", "401", "403", "408", "429", "500", "503"}},
 		{BMCRequestDuration, []string{"200", "400", "403", "408", "500"}},
 		{NodeRequestDuration, []string{"200", "400", "403", "408", "500", "503"}},
 	}
 
 	// refusalReasons lists, per endpoint, the reasons it can refuse for.
 	refusalReasons = map[string][]string{
-		"allocate_k8s_token_v1": append(commonReasons(), "token_limit", "busy"),
-		"allocate_k8s_token_v2": append(commonReasons(), "token_limit", "busy"),
-		"bmc_store_password":    append(commonReasons(), "password", "not_machine"),
-		"node_delete":           append(commonReasons(), "busy", "control_plane_node"),
+		"allocate_k8s_token_v1": append(commonReasons(), "token_limit", "busy", "identity_missing", "identity_invalid", "identity_unavailable"),
+		"allocate_k8s_token_v2": append(commonReasons(), "token_limit", "busy", "identity_missing", "identity_invalid", "identity_unavailable"),
+		"bmc_store_password":    append(commonReasons(), "password", "not_machine", "not_trusted"),
+		"node_delete":           append(commonReasons(), "busy", "control_plane_node", "not_own_node"),
 	}
 
 	// failingBackends name every backend that can fail, timedBackends those

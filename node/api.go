@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -29,11 +30,11 @@ type API struct {
 }
 
 // Delete removes the Node named name unless it is a control-plane Node
-// (ErrControlPlane). A node that does not exist counts as deleted, as with
-// `kubectl delete node --ignore-not-found`. The delete is conditional on the
-// UID read: a Node replaced in between (by a control-plane Node of the same
-// name) is not deleted.
-func (a *API) Delete(ctx context.Context, name string) error {
+// (ErrControlPlane) or, when owner is valid, one whose status.addresses do
+// not include owner (ErrNotOwnNode). A node that does not exist counts as
+// deleted, as with `kubectl delete node --ignore-not-found`. The delete is
+// conditional on the UID read: a Node replaced in between is not deleted.
+func (a *API) Delete(ctx context.Context, name string, owner netip.Addr) error {
 	// The handler validates names already; an empty one would address
 	// the collection.
 	if !hostname.Valid(name) {
@@ -58,6 +59,13 @@ func (a *API) Delete(ctx context.Context, name string) error {
 	}
 	if _, ok := n.Labels[ControlPlaneLabel]; ok {
 		return fmt.Errorf("node %s: %w", name, ErrControlPlane)
+	}
+	var addrs []string
+	for _, a := range n.Status.Addresses {
+		addrs = append(addrs, a.Address)
+	}
+	if owner.IsValid() && !hasAddress(addrs, owner) {
+		return fmt.Errorf("node %s, caller %s: %w", name, owner, ErrNotOwnNode)
 	}
 	uid := n.UID
 	err = kube.Call(ctx, "delete_node", func(ctx context.Context) error {

@@ -3,6 +3,7 @@ package node_test
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -30,6 +31,7 @@ var (
 // returns its error.
 type fakeNodes struct {
 	controlPlane bool
+	addrs        []string // the Node's status.addresses
 	getErr       error
 	errs         []error
 	block        bool
@@ -50,6 +52,9 @@ func (f *fakeNodes) Get(ctx context.Context, name string, opts metav1.GetOptions
 	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, UID: fakeUID, Labels: map[string]string{"kubernetes.io/hostname": name}}}
 	if f.controlPlane {
 		n.Labels[node.ControlPlaneLabel] = ""
+	}
+	for _, a := range f.addrs {
+		n.Status.Addresses = append(n.Status.Addresses, corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: a})
 	}
 	return n, nil
 }
@@ -73,8 +78,10 @@ var nodesGR = schema.GroupResource{Resource: "nodes"}
 type deleteCase struct {
 	name      string
 	node      string
-	cp        bool  // the Node is a control-plane Node
-	getErr    error // the Node's read fails so
+	cp        bool       // the Node is a control-plane Node
+	addrs     []string   // the Node's addresses
+	owner     netip.Addr // the direct caller's address; none when zero
+	getErr    error      // the Node's read fails so
 	errs      []error
 	wantCalls []string
 	wantErr   func(error) bool // nil: want no error
@@ -99,6 +106,15 @@ func TestAPIDelete(t *testing.T) {
 				return errors.Is(err, node.ErrControlPlane) && strings.Contains(err.Error(), name)
 			}},
 		{name: "missing node: nothing to delete", node: name, getErr: apierrors.NewNotFound(nodesGR, name)},
+		{name: "own node", node: name, addrs: []string{"198.51.100.1", "2001:db8::1"}, owner: netip.MustParseAddr("198.51.100.1"), wantCalls: []string{name}},
+		{name: "own node, IPv6", node: name, addrs: []string{"198.51.100.1", "2001:db8::1"}, owner: netip.MustParseAddr("2001:db8::1"), wantCalls: []string{name}},
+		{name: "another's node", node: name, addrs: []string{"198.51.100.1"}, owner: netip.MustParseAddr("198.51.100.9"),
+			wantErr: func(err error) bool {
+				return errors.Is(err, node.ErrNotOwnNode) && strings.Contains(err.Error(), "198.51.100.9")
+			}},
+		{name: "a node without addresses is nobody's own", node: name, owner: netip.MustParseAddr("198.51.100.1"),
+			wantErr: func(err error) bool { return errors.Is(err, node.ErrNotOwnNode) }},
+		{name: "missing node, direct caller", node: name, owner: netip.MustParseAddr("198.51.100.1"), getErr: apierrors.NewNotFound(nodesGR, name)},
 		{name: "read forbidden", node: name, getErr: forbidden,
 			wantErr: func(err error) bool { return apierrors.IsForbidden(err) && strings.Contains(err.Error(), name) }},
 	}
@@ -115,10 +131,10 @@ func TestAPIDelete(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			f := &fakeNodes{errs: tc.errs, controlPlane: tc.cp, getErr: tc.getErr}
+			f := &fakeNodes{errs: tc.errs, controlPlane: tc.cp, addrs: tc.addrs, getErr: tc.getErr}
 			a := &node.API{Nodes: f, Timeout: 10 * time.Second}
 
-			err := a.Delete(context.Background(), tc.node)
+			err := a.Delete(context.Background(), tc.node, tc.owner)
 
 			if tc.wantErr == nil && err != nil {
 				t.Errorf("Delete(%q) error = %v, want nil", tc.node, err)
@@ -143,7 +159,7 @@ func TestAPIDeleteTimeout(t *testing.T) {
 	f := &fakeNodes{block: true}
 	a := &node.API{Nodes: f, Timeout: timeout}
 	start := time.Now()
-	err := a.Delete(context.Background(), "mlab1-lga01.mlab-oti.measurement-lab.org")
+	err := a.Delete(context.Background(), "mlab1-lga01.mlab-oti.measurement-lab.org", netip.Addr{})
 	if elapsed := time.Since(start); elapsed > timeout+time.Second {
 		t.Errorf("Delete() returned after %s, want about %s", elapsed, timeout)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -45,6 +46,12 @@ func (f *fakeRunner) Run(ctx context.Context, path string, args ...string) ([]by
 	return nil, nil
 }
 
+// ownArgs is the read of a Node that comes first for a direct caller.
+func ownArgs(name string) []string {
+	return []string{"get", "nodes", "--field-selector", "metadata.name=" + name, "--output", "go-template=" +
+		`{{range .items}}{{.metadata.name}}{{"\x1f"}}{{range $k, $v := .metadata.labels}}{{if eq $k "node-role.kubernetes.io/control-plane"}}cp{{end}}{{end}}{{"\x1f"}}{{range .status.addresses}}{{.address}},{{end}}{{"\x1e"}}{{end}}`}
+}
+
 // deleteArgs and getArgs are the kubectl arguments Kubectl.Delete runs for
 // name: the delete of a Node without the control-plane label, then, when
 // that deleted nothing, the look-up of a control-plane Node of that name.
@@ -66,6 +73,7 @@ func TestKubectlDelete(t *testing.T) {
 		kubeconfig string
 		binDir     string
 		node       string
+		owner      netip.Addr
 		outputs    []string
 		runErr     error
 		wantCalls  [][]string
@@ -117,6 +125,40 @@ func TestKubectlDelete(t *testing.T) {
 			wantCalls: [][]string{deleteArgs(name)},
 			wantErrIs: context.DeadlineExceeded,
 		},
+		{
+			name:      "direct caller deletes its own node",
+			binDir:    "/usr/bin",
+			node:      vm,
+			owner:     netip.MustParseAddr("10.128.0.7"),
+			outputs:   []string{vm + "\x1f\x1f10.128.0.7,34.1.2.3,\x1e", `node "` + vm + `" deleted`},
+			wantCalls: [][]string{ownArgs(vm), deleteArgs(vm)},
+		},
+		{
+			name:      "direct caller, another's node",
+			binDir:    "/usr/bin",
+			node:      vm,
+			owner:     netip.MustParseAddr("10.128.0.8"),
+			outputs:   []string{vm + "\x1f\x1f10.128.0.7,34.1.2.3,\x1e"},
+			wantCalls: [][]string{ownArgs(vm)},
+			wantErrIs: node.ErrNotOwnNode,
+		},
+		{
+			name:      "direct caller, control-plane node",
+			binDir:    "/usr/bin",
+			node:      vm,
+			owner:     netip.MustParseAddr("10.128.0.7"),
+			outputs:   []string{vm + "\x1fcp\x1f10.128.0.7,\x1e"},
+			wantCalls: [][]string{ownArgs(vm)},
+			wantErrIs: node.ErrControlPlane,
+		},
+		{
+			name:      "direct caller, missing node",
+			binDir:    "/usr/bin",
+			node:      vm,
+			owner:     netip.MustParseAddr("10.128.0.7"),
+			outputs:   []string{""},
+			wantCalls: [][]string{ownArgs(vm)},
+		},
 		// Names kubectl would read as flags or as selectors: refused before
 		// kubectl runs.
 		{name: "empty name", binDir: "/usr/bin", node: "", wantErrIs: node.ErrInvalidName},
@@ -131,7 +173,7 @@ func TestKubectlDelete(t *testing.T) {
 			r := &fakeRunner{err: tc.runErr, outputs: tc.outputs}
 			k := &node.Kubectl{Runner: r, BinDir: tc.binDir, Kubeconfig: tc.kubeconfig}
 
-			err := k.Delete(context.Background(), tc.node)
+			err := k.Delete(context.Background(), tc.node, tc.owner)
 
 			if tc.wantErrIs != nil {
 				if !errors.Is(err, tc.wantErrIs) {
@@ -155,12 +197,20 @@ func TestKubectlDelete(t *testing.T) {
 	}
 }
 
-// TestControlPlaneIsForbidden: the handler maps ErrControlPlane to 403 by
-// its Forbidden method, without importing this package.
-func TestControlPlaneIsForbidden(t *testing.T) {
-	var f interface{ Forbidden() bool }
-	if err := fmt.Errorf("node x: %w", node.ErrControlPlane); !errors.As(err, &f) || !f.Forbidden() {
-		t.Errorf("ErrControlPlane has no Forbidden method saying true")
+// TestRefusalReasons: the handler maps these errors to 403 by their
+// RefusalReason method, without importing this package.
+func TestRefusalReasons(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{node.ErrControlPlane, "control_plane_node"},
+		{node.ErrNotOwnNode, "not_own_node"},
+	} {
+		var f interface{ RefusalReason() string }
+		if err := fmt.Errorf("node x: %w", tc.err); !errors.As(err, &f) || f.RefusalReason() != tc.want {
+			t.Errorf("%v: no RefusalReason method saying %q", tc.err, tc.want)
+		}
 	}
 }
 
@@ -202,7 +252,7 @@ func TestKubectlDeleteRealProgram(t *testing.T) {
 			writeKubectl(t, dir, argvFile, tc.exit)
 			k := &node.Kubectl{Runner: command.Exec{}, BinDir: dir, Kubeconfig: tc.kubeconfig}
 
-			err := k.Delete(context.Background(), tc.node)
+			err := k.Delete(context.Background(), tc.node, netip.Addr{})
 
 			if gotErr := err != nil; gotErr != tc.wantErr {
 				t.Errorf("Delete(%q) error = %v, want error: %t", tc.node, err, tc.wantErr)
