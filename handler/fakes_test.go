@@ -73,7 +73,7 @@ func (f *fakeNodes) Delete(ctx context.Context, name string, owner netip.Addr) e
 // errProtected is how a node backend refuses a control-plane Node.
 type errProtected struct{}
 
-func (errProtected) Error() string           { return "control-plane Nodes are never deleted" }
+func (errProtected) Error() string         { return "control-plane Nodes are never deleted" }
 func (errProtected) RefusalReason() string { return "control_plane_node" }
 
 // fakeCreds records what it was asked to store.
