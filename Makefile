@@ -8,7 +8,7 @@ GO ?= go
 FUZZTIME ?= 50000x
 # package:target pairs run by `make fuzz`.
 FUZZ_TARGETS = handler:FuzzExtensionRequest hostname:FuzzValid handler:FuzzPassword \
-	token/joincmd:FuzzParse
+	token/joincmd:FuzzParse identity:FuzzBearerToken
 
 .PHONY: build run dev serve test check prepare lint unit fuzz bootstorm ops dashboard
 
