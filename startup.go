@@ -69,11 +69,17 @@ func setUp(cfg *backendConfig, runAs string, log *slog.Logger) (runas.Dropped, e
 			k.Path = dropped.Kubeconfig
 		}
 	}
-	if cfg.Backend == "exec" {
-		if err := command.Executable(cfg.BinDir, "kubeadm", "kubectl"); err != nil {
-			dropped.Cleanup()
-			return runas.Dropped{}, fmt.Errorf("-bin-dir %s must hold kubeadm and kubectl: %w", cfg.BinDir, err)
+	// As the user the server now runs as: the copy (its folder is in
+	// $TMPDIR, which that user must be able to reach), and the programs.
+	err := kube.CheckReadable(k)
+	if err == nil && cfg.Backend == "exec" {
+		if err = command.Executable(cfg.BinDir, "kubeadm", "kubectl"); err != nil {
+			err = fmt.Errorf("-bin-dir %s must hold kubeadm and kubectl: %w", cfg.BinDir, err)
 		}
+	}
+	if err != nil {
+		dropped.Cleanup()
+		return runas.Dropped{}, err
 	}
 	cfg.Kubeconfig = k.Path
 	log.Info("kubeconfig", "path", resolved, "source", k.Source, "passed_as", k.Path,
@@ -92,7 +98,7 @@ func callerTrust(proxyList, audience, projectList string, log *slog.Logger) (han
 			return nil, nil, fmt.Errorf("-trusted-proxies: %w", err)
 		}
 	}
-	if len(proxies) == 0 || proxies.AllowsAny() {
+	if proxies.AllowsAny() {
 		log.Warn("-trusted-proxies is empty: every caller may act for any machine (store any BMC password, delete any Node but the control plane's)")
 	}
 	if audience == "" {
