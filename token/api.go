@@ -202,10 +202,19 @@ func (a *API) Get(ctx context.Context, id string) (Slot, bool, error) {
 	return slotOf(id, s), true, nil
 }
 
+// cacheSyncWait bounds how long GetAll waits for a cache that is still
+// filling (the first list after start) before it reads the API server.
+const cacheSyncWait = 2 * time.Second
+
 // GetAll returns the Secrets of those ids that exist: from the cache once
 // it is filled, at no API request; before, with one Get each.
 func (a *API) GetAll(ctx context.Context, ids []string) (map[string]Slot, error) {
 	found := make(map[string]Slot, len(ids))
+	if a.Cache != nil && !a.Cache.Synced() {
+		wctx, cancel := context.WithTimeout(ctx, cacheSyncWait)
+		a.Cache.WaitSynced(wctx)
+		cancel()
+	}
 	if a.Cache != nil && a.Cache.Synced() {
 		for _, id := range ids {
 			if s, ok := a.Cache.lookup(id); ok {
