@@ -1,7 +1,8 @@
 // Package kube connects the api backend to the Kubernetes API server: one
 // client configuration for the process (from a kubeconfig, or the pod's
-// service account), the cluster details a joining machine needs, and Call,
-// which times, counts and retries every API call.
+// service account), with side clients for informers and readiness that
+// token traffic cannot starve, the cluster details a joining machine needs,
+// and Call, which times, counts and retries every API call.
 package kube
 
 import (
