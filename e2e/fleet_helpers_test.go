@@ -29,8 +29,8 @@ import (
 var secretRequestRE = regexp.MustCompile(`^apiserver_request_total\{(.*)\} ([0-9.e+]+)$`)
 
 // secretRequests scrapes the API server's /metrics and returns its count
-// of requests on Secrets by verb (GET, LIST, POST, DELETE, WATCH…), all
-// codes and clients together. Watches count when they end.
+// of requests on Secrets by verb and code ("POST 201", "GET 200", "LIST
+// 200", "WATCH 200"…), every client together. Watches count when they end.
 func secretRequests(t *testing.T, e *testEnv) map[string]int {
 	t.Helper()
 	status, body := apiDo(t, e, http.MethodGet, "/metrics", nil)
@@ -45,7 +45,7 @@ func secretRequests(t *testing.T, e *testEnv) map[string]int {
 		if m == nil || !strings.Contains(m[1], `resource="secrets"`) || !strings.Contains(m[1], `subresource=""`) {
 			continue
 		}
-		verb := labelValue(m[1], "verb")
+		verb := labelValue(m[1], "verb") + " " + labelValue(m[1], "code")
 		v, err := strconv.ParseFloat(m[2], 64)
 		if err != nil {
 			t.Fatalf("apiserver_request_total value %q: %v", m[2], err)
@@ -56,6 +56,37 @@ func secretRequests(t *testing.T, e *testEnv) map[string]int {
 		t.Fatal(err)
 	}
 	return counts
+}
+
+// retriedCreates returns how many Secret creates the servers say failed in
+// a way they retry (timeout, 429, 5xx, unreachable), from their own
+// epoxy_extensions_kube_api_errors_total: each may cost its repeat and a
+// Get that checks whether a lost answer's Secret is its own.
+func retriedCreates(t *testing.T, servers []*Server) int {
+	t.Helper()
+	n := 0
+	for _, s := range servers {
+		got := do(t, http.MethodGet, s.URL+"/metrics", nil)
+		for line := range strings.Lines(string(got.body)) {
+			rest, ok := strings.CutPrefix(strings.TrimSpace(line), "epoxy_extensions_kube_api_errors_total{")
+			if !ok {
+				continue
+			}
+			labels, value, _ := strings.Cut(rest, "} ")
+			if labelValue(labels, "operation") != "create_secret" {
+				continue
+			}
+			switch labelValue(labels, "reason") {
+			case "timeout", "too_many_requests", "server_error", "unreachable":
+				v, err := strconv.ParseFloat(value, 64)
+				if err != nil {
+					t.Fatalf("epoxy_extensions_kube_api_errors_total value %q: %v", value, err)
+				}
+				n += int(v)
+			}
+		}
+	}
+	return n
 }
 
 func labelValue(labels, name string) string {
@@ -84,7 +115,13 @@ func delta(before, after map[string]int) (map[string]int, int) {
 func waitSecretLists(t *testing.T, e *testEnv, n int) {
 	t.Helper()
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if secretRequests(t, e)["LIST"] >= n {
+		lists := 0
+		for key, c := range secretRequests(t, e) {
+			if strings.HasPrefix(key, "LIST ") {
+				lists += c
+			}
+		}
+		if lists >= n {
 			return
 		}
 	}
