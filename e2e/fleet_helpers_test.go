@@ -24,14 +24,20 @@ import (
 	"github.com/m-lab/epoxy-extensions/token"
 )
 
-// secretRequestRE matches the API server's own count of requests on
-// Secrets, by verb: apiserver_request_total{…,resource="secrets",…,verb="POST",…} N.
+// secretRequestRE matches the API server's own count of requests, by
+// resource, verb and code: apiserver_request_total{…,resource="secrets",…,verb="POST",…} N.
 var secretRequestRE = regexp.MustCompile(`^apiserver_request_total\{(.*)\} ([0-9.e+]+)$`)
 
 // secretRequests scrapes the API server's /metrics and returns its count
 // of requests on Secrets by verb and code ("POST 201", "GET 200", "LIST
 // 200", "WATCH 200"…), every client together. Watches count when they end.
 func secretRequests(t *testing.T, e *testEnv) map[string]int {
+	t.Helper()
+	return apiRequests(t, e, "secrets")
+}
+
+// apiRequests is secretRequests for any core resource ("nodes").
+func apiRequests(t *testing.T, e *testEnv, resource string) map[string]int {
 	t.Helper()
 	status, body := apiDo(t, e, http.MethodGet, "/metrics", nil)
 	if status != http.StatusOK {
@@ -42,7 +48,7 @@ func secretRequests(t *testing.T, e *testEnv) map[string]int {
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		m := secretRequestRE.FindStringSubmatch(sc.Text())
-		if m == nil || !strings.Contains(m[1], `resource="secrets"`) || !strings.Contains(m[1], `subresource=""`) {
+		if m == nil || !strings.Contains(m[1], `resource="`+resource+`"`) || !strings.Contains(m[1], `subresource=""`) {
 			continue
 		}
 		verb := labelValue(m[1], "verb") + " " + labelValue(m[1], "code")
