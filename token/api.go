@@ -202,39 +202,6 @@ func (a *API) Get(ctx context.Context, id string) (Slot, bool, error) {
 	return slotOf(id, s), true, nil
 }
 
-// cacheSyncWait bounds how long GetAll waits for a cache that is still
-// filling (the first list after start) before it reads the API server.
-const cacheSyncWait = 2 * time.Second
-
-// GetAll returns the Secrets of those ids that exist: from the cache once
-// it is filled, at no API request; before, with one Get each.
-func (a *API) GetAll(ctx context.Context, ids []string) (map[string]Slot, error) {
-	found := make(map[string]Slot, len(ids))
-	if a.Cache != nil && !a.Cache.Synced() {
-		wctx, cancel := context.WithTimeout(ctx, cacheSyncWait)
-		a.Cache.WaitSynced(wctx)
-		cancel()
-	}
-	if a.Cache != nil && a.Cache.Synced() {
-		for _, id := range ids {
-			if s, ok := a.Cache.lookup(id); ok {
-				found[id] = s
-			}
-		}
-		return found, nil
-	}
-	for _, id := range ids {
-		s, ok, err := a.Get(ctx, id)
-		if err != nil {
-			return nil, err
-		}
-		if ok {
-			found[id] = s
-		}
-	}
-	return found, nil
-}
-
 // slotOf reads what Slots needs from the Secret of token id. A Secret that
 // is no bootstrap token has no description and no owner.
 func slotOf(id string, s *corev1.Secret) Slot {

@@ -2,6 +2,7 @@ package token
 
 import (
 	"context"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -126,4 +127,37 @@ func slimSecret(obj any) (any, error) {
 		}
 	}
 	return slim, nil
+}
+
+// cacheSyncWait bounds how long GetAll waits for a cache that is still
+// filling (the first list after start) before it reads the API server.
+const cacheSyncWait = 2 * time.Second
+
+// GetAll returns the Secrets of those ids that exist: from the cache once
+// it is filled, at no API request; before, with one Get each.
+func (a *API) GetAll(ctx context.Context, ids []string) (map[string]Slot, error) {
+	found := make(map[string]Slot, len(ids))
+	if a.Cache != nil && !a.Cache.Synced() {
+		wctx, cancel := context.WithTimeout(ctx, cacheSyncWait)
+		a.Cache.WaitSynced(wctx)
+		cancel()
+	}
+	if a.Cache != nil && a.Cache.Synced() {
+		for _, id := range ids {
+			if s, ok := a.Cache.lookup(id); ok {
+				found[id] = s
+			}
+		}
+		return found, nil
+	}
+	for _, id := range ids {
+		s, ok, err := a.Get(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			found[id] = s
+		}
+	}
+	return found, nil
 }
