@@ -154,15 +154,29 @@ func apiBackend(cfg backendConfig, log *slog.Logger) (*backend, error) {
 	log.Info("kube backend: api", "api_server", rc.Host, "join_source", source,
 		"join_api_address", cluster.APIAddress, "join_ca_hash", cluster.CAHash)
 	checkAPIServer(client.RESTClient(), log)
+	// Informers and the readiness check have clients of their own: their
+	// own rate limiters, so that a boot storm's token requests neither
+	// starve them nor are starved by them, and for informers no
+	// per-request timeout to cut their watches.
+	watchClient, err := kube.WatchClient(rc)
+	if err != nil {
+		return nil, err
+	}
+	readyClient, err := kube.ReadyClient(rc)
+	if err != nil {
+		return nil, err
+	}
+	secrets := token.NewSecretCache(watchClient.Secrets(metav1.NamespaceSystem))
 	joinDetails := token.NewClusterValue(cluster)
 	slots := &token.Slots{
-		Store:      &token.API{Secrets: client.Secrets(metav1.NamespaceSystem), Cluster: joinDetails, Timeout: cfg.CommandTimeout},
+		Store: &token.API{Secrets: client.Secrets(metav1.NamespaceSystem), Cluster: joinDetails,
+			Timeout: cfg.CommandTimeout, Cache: secrets},
 		Max:        cfg.MaxTokens,
 		MaxUnnamed: cfg.MaxUnnamedTokens,
 		TTL:        cfg.TokenTTL,
 	}
 	access := &handler.CachedCheck{
-		Check:   kube.CanCreateBootstrapTokens(client.RESTClient()),
+		Check:   kube.CanCreateBootstrapTokens(readyClient),
 		MaxAge:  readyMaxAge,
 		Timeout: readyTimeout,
 	}
@@ -171,8 +185,9 @@ func apiBackend(cfg backendConfig, log *slog.Logger) (*backend, error) {
 		nodes:  &node.API{Nodes: client.Nodes(), Timeout: cfg.CommandTimeout},
 		ready:  access.Err,
 		run: func(ctx context.Context) {
+			go secrets.Run(ctx)
 			go kube.FollowCluster(ctx, readCluster, joinDetails.Load, joinDetails.Store, readyMaxAge, log)
-			token.RevokeOnReady(ctx, client, slots, cfg.TokenTTL, log)
+			token.RevokeOnReady(ctx, watchClient, slots, cfg.TokenTTL, log)
 		},
 	}, nil
 }

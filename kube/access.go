@@ -3,6 +3,7 @@ package kube
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -15,7 +16,9 @@ import (
 // CanCreateBootstrapTokens returns a readiness check for the api backend:
 // the API server answers, and says (in a SelfSubjectAccessReview) that this
 // client may create Secrets in kube-system. client is the core client's
-// REST client; the review needs no permission of its own.
+// REST client (ReadyClient: not the token client, whose rate limit a boot
+// storm saturates); the review needs no permission of its own. An
+// overloaded API server counts as ready: busy is not broken.
 func CanCreateBootstrapTokens(client rest.Interface) func(ctx context.Context) error {
 	return func(ctx context.Context) error {
 		review := authorizationv1.SelfSubjectAccessReview{
@@ -38,6 +41,13 @@ func CanCreateBootstrapTokens(client rest.Interface) func(ctx context.Context) e
 			}
 			return json.Unmarshal(raw, &answer)
 		})
+		if errors.Is(err, ErrOverloaded) {
+			// An API server that answers 429 (or a saturated limiter) is
+			// busy, not broken: the token requests it cannot take get 503
+			// with Retry-After. Turning unready would take every replica
+			// out of its Service at once, which is worse.
+			return nil
+		}
 		if err != nil {
 			return fmt.Errorf("access review: %w", err)
 		}

@@ -26,6 +26,9 @@ func TestCanCreateBootstrapTokens(t *testing.T) {
 		{name: "allowed", status: http.StatusCreated, allowed: true},
 		{name: "not allowed", status: http.StatusCreated, allowed: false, wantErr: true},
 		{name: "unauthorized", status: http.StatusUnauthorized, wantErr: true},
+		// Busy is not broken: an overloaded API server keeps the replica
+		// in its Service, and token requests get 503 meanwhile.
+		{name: "overloaded", status: http.StatusTooManyRequests},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -47,7 +50,7 @@ func TestCanCreateBootstrapTokens(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			defer cancel()
 			err = CanCreateBootstrapTokens(client.RESTClient())(ctx)
 			if (err != nil) != tc.wantErr {
@@ -58,6 +61,34 @@ func TestCanCreateBootstrapTokens(t *testing.T) {
 				t.Errorf("review asked about %+v, want create secrets in kube-system", ra)
 			}
 		})
+	}
+}
+
+// TestSideClients checks the clients of informers and readiness: their own
+// rate limiters, and no per-request timeout on the watch client.
+func TestSideClients(t *testing.T) {
+	cfg := &rest.Config{Host: "https://127.0.0.1:1", Timeout: 10 * time.Second, QPS: 100, Burst: 200}
+	w, err := WatchClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := ReadyClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wr := w.RESTClient().(*rest.RESTClient)
+	if wr.Client.Timeout != 0 {
+		t.Errorf("watch client timeout = %s, want none", wr.Client.Timeout)
+	}
+	rr := r.(*rest.RESTClient)
+	if rr.Client.Timeout != cfg.Timeout {
+		t.Errorf("readiness client timeout = %s, want %s", rr.Client.Timeout, cfg.Timeout)
+	}
+	if wr.GetRateLimiter() == rr.GetRateLimiter() || wr.GetRateLimiter().QPS() != SideQPS || rr.GetRateLimiter().QPS() != SideQPS {
+		t.Errorf("side clients share a rate limiter or do not limit to %d per second", SideQPS)
+	}
+	if cfg.Timeout != 10*time.Second || cfg.QPS != 100 {
+		t.Errorf("the token client's configuration changed: %+v", cfg)
 	}
 }
 

@@ -1,7 +1,8 @@
 // Package kube connects the api backend to the Kubernetes API server: one
 // client configuration for the process (from a kubeconfig, or the pod's
-// service account), the cluster details a joining machine needs, and Call,
-// which times, counts and retries every API call.
+// service account), with side clients for informers and readiness that
+// token traffic cannot starve, the cluster details a joining machine needs,
+// and Call, which times, counts and retries every API call.
 package kube
 
 import (
@@ -66,9 +67,9 @@ func Config(o Options) (*rest.Config, error) {
 	return cfg, nil
 }
 
-// NewClient returns the one core/v1 client the process shares: its
-// connections are pooled and reused across requests. Only the core group's
-// client is built, not the whole clientset.
+// NewClient returns the one core/v1 client the process shares for token
+// and Node requests: its connections are pooled and reused across
+// requests. Only the core group's client is built, not the whole clientset.
 func NewClient(o Options) (corev1client.CoreV1Interface, *rest.Config, error) {
 	cfg, err := Config(o)
 	if err != nil {
@@ -79,4 +80,42 @@ func NewClient(o Options) (corev1client.CoreV1Interface, *rest.Config, error) {
 		return nil, nil, fmt.Errorf("API client for %s: %w", cfg.Host, err)
 	}
 	return c, cfg, nil
+}
+
+// SideQPS and SideBurst bound the request rate of each side client
+// (WatchClient, ReadyClient): they send a few requests a minute, and a rate
+// limiter of their own keeps them from being queued behind a boot storm's
+// token requests, or from taking a share of its rate.
+const (
+	SideQPS   = 5
+	SideBurst = 10
+)
+
+// WatchClient returns a core/v1 client for informers (List and Watch) made
+// from cfg, the token client's configuration: with its own rate limiter,
+// and without cfg's per-request Timeout, which would cut every watch after
+// that long (the API server ends a watch on its own after the minutes the
+// reflector asks for). Lists stay bounded by the reflector's own context.
+func WatchClient(cfg *rest.Config) (corev1client.CoreV1Interface, error) {
+	w := rest.CopyConfig(cfg)
+	w.Timeout = 0
+	w.QPS, w.Burst, w.RateLimiter = SideQPS, SideBurst, nil
+	c, err := corev1client.NewForConfig(w)
+	if err != nil {
+		return nil, fmt.Errorf("watch client for %s: %w", cfg.Host, err)
+	}
+	return c, nil
+}
+
+// ReadyClient returns a REST client for readiness checks made from cfg,
+// with a rate limiter of its own: token traffic that saturates the token
+// client's limiter must not make the server look unready.
+func ReadyClient(cfg *rest.Config) (rest.Interface, error) {
+	r := rest.CopyConfig(cfg)
+	r.QPS, r.Burst, r.RateLimiter = SideQPS, SideBurst, nil
+	c, err := corev1client.NewForConfig(r)
+	if err != nil {
+		return nil, fmt.Errorf("readiness client for %s: %w", cfg.Host, err)
+	}
+	return c.RESTClient(), nil
 }

@@ -43,9 +43,14 @@ type API struct {
 	Cluster *ClusterValue
 	// Timeout bounds each API call, retries included.
 	Timeout time.Duration
+	// Cache, when set and filled, answers GetAll without an API request.
+	Cache *SecretCache
 }
 
-var _ Store = (*API)(nil)
+var (
+	_ Store  = (*API)(nil)
+	_ Lister = (*API)(nil)
+)
 
 // ClusterValue holds the join details, which may change while the server
 // runs (a CA rotation rewrites cluster-info). It is safe for concurrent use.
@@ -88,12 +93,23 @@ func (a *API) Put(ctx context.Context, tok, description string, expires time.Tim
 	s := BootstrapSecret(id, secret, description, expires)
 	cctx, cancel := a.withTimeout(ctx)
 	defer cancel()
+	attempts := 0
+	var created *corev1.Secret
 	err := kube.Call(cctx, "create_secret", func(ctx context.Context) error {
-		_, err := a.Secrets.Create(ctx, s, metav1.CreateOptions{})
+		attempts++
+		var err error
+		created, err = a.Secrets.Create(ctx, s, metav1.CreateOptions{})
 		return err
 	})
 	if apierrors.IsAlreadyExists(err) {
-		if mine, _ := a.holds(cctx, id, secret); mine {
+		// Only a retried create can find its own Secret: after a first
+		// attempt the slot is someone else's, and reading it is the
+		// caller's business.
+		var mine bool
+		if attempts > 1 {
+			mine, created = a.holds(cctx, id, secret)
+		}
+		if mine {
 			err = nil // an earlier attempt's answer was lost: the Secret is ours
 		} else {
 			return Join{}, fmt.Errorf("creating Secret %s/%s: %w", s.Namespace, s.Name, ErrSlotTaken)
@@ -104,6 +120,9 @@ func (a *API) Put(ctx context.Context, tok, description string, expires time.Tim
 			a.cleanup(id, secret)
 		}
 		return Join{}, fmt.Errorf("creating Secret %s/%s: %w", s.Namespace, s.Name, err)
+	}
+	if a.Cache != nil && created != nil {
+		a.Cache.wrote(created)
 	}
 	c := a.Cluster.Load()
 	return Join{APIAddress: c.APIAddress, Token: tok, CAHash: c.CAHash}, nil
@@ -169,10 +188,16 @@ func (a *API) Get(ctx context.Context, id string) (Slot, bool, error) {
 		return err
 	})
 	if apierrors.IsNotFound(err) {
+		if a.Cache != nil {
+			a.Cache.removed(id)
+		}
 		return Slot{}, false, nil
 	}
 	if err != nil {
 		return Slot{}, false, fmt.Errorf("reading Secret %s/%s: %w", metav1.NamespaceSystem, name, err)
+	}
+	if a.Cache != nil && s.Type == bootstrapapi.SecretTypeBootstrapToken {
+		a.Cache.wrote(s) // the truth, for the next answer
 	}
 	return slotOf(id, s), true, nil
 }
@@ -199,7 +224,14 @@ func slotOf(id string, s *corev1.Secret) Slot {
 func (a *API) Remove(ctx context.Context, s Slot) error {
 	ctx, cancel := a.withTimeout(ctx)
 	defer cancel()
-	return a.remove(ctx, bootstraputil.BootstrapTokenSecretName(s.ID), types.UID(s.UID), s.ResourceVersion)
+	err := a.remove(ctx, bootstraputil.BootstrapTokenSecretName(s.ID), types.UID(s.UID), s.ResourceVersion)
+	if a.Cache != nil && (err == nil || errors.Is(err, ErrSlotChanged)) {
+		// Gone, or replaced: either way the cached object is not the
+		// slot's; the watch brings the replacement, and until then a
+		// Create finds out.
+		a.Cache.removed(s.ID)
+	}
+	return err
 }
 
 func (a *API) remove(ctx context.Context, name string, uid types.UID, rv string) error {

@@ -27,6 +27,24 @@ func ReadySince(n *corev1.Node) (time.Time, bool) {
 	return time.Time{}, false
 }
 
+// slimNode keeps of a Node only what revocation reads: its name, resource
+// version and Ready condition with its transition time. It is the Node
+// informer's transform; anything else (a deletion marker) passes unchanged.
+func slimNode(obj any) (any, error) {
+	n, ok := obj.(*corev1.Node)
+	if !ok {
+		return obj, nil
+	}
+	slim := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n.Name, UID: n.UID, ResourceVersion: n.ResourceVersion}}
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			slim.Status.Conditions = []corev1.NodeCondition{{Type: c.Type, Status: c.Status, LastTransitionTime: c.LastTransitionTime}}
+			break
+		}
+	}
+	return slim, nil
+}
+
 // revokeTimeout bounds the revocation of one host's tokens.
 const revokeTimeout = 10 * time.Second
 
@@ -37,6 +55,10 @@ const revokeTimeout = 10 * time.Second
 // token made while the Node is NotReady (a machine that rebooted, whose Node
 // stayed) lives until the Node is Ready again. Transitions older than ttl
 // are ignored: every token made before them has expired.
+//
+// client should be one for watches (kube.WatchClient): a per-request
+// timeout would cut the watch every time it elapses. The informer keeps of
+// each Node only its name and Ready condition (slimNode), not whole Nodes.
 func RevokeOnReady(ctx context.Context, client corev1client.CoreV1Interface, slots *Slots, ttl time.Duration, log *slog.Logger) {
 	lw := &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
@@ -47,6 +69,8 @@ func RevokeOnReady(ctx context.Context, client corev1client.CoreV1Interface, slo
 		},
 	}
 	inf := cache.NewSharedIndexInformer(lw, &corev1.Node{}, 0, cache.Indexers{})
+	// Cannot fail before the informer runs.
+	_ = inf.SetTransform(slimNode)
 	r := &readyRevoker{slots: slots, ttl: ttl, log: log, queue: make(chan string, 4096), done: map[string]time.Time{}}
 	enqueue := func(obj any) {
 		if n, ok := obj.(*corev1.Node); ok {

@@ -97,3 +97,26 @@ func TestReadyRevokerRevoke(t *testing.T) {
 		t.Errorf("a NotReady Node revoked its host's token")
 	}
 }
+
+// TestSlimNode checks that the Node informer keeps only the name and the
+// Ready condition with its time, and that revocation reads the same from it.
+func TestSlimNode(t *testing.T) {
+	since := time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
+	n := node("a", corev1.ConditionTrue, since)
+	n.Labels = map[string]string{"big": "label"}
+	n.Status.Images = []corev1.ContainerImage{{Names: []string{"registry/image"}, SizeBytes: 1 << 30}}
+	obj, err := slimNode(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slim := obj.(*corev1.Node)
+	if slim.Name != "a" || len(slim.Labels) != 0 || len(slim.Status.Images) != 0 || len(slim.Status.Conditions) != 1 {
+		t.Errorf("slim Node = %+v, want only the name and the Ready condition", slim)
+	}
+	if got, ready := ReadySince(slim); !ready || !got.Equal(since) {
+		t.Errorf("ReadySince(slim) = %s, %t; want %s, true", got, ready, since)
+	}
+	if obj, _ := slimNode("tombstone"); obj != "tombstone" {
+		t.Errorf("slimNode changed a non-Node")
+	}
+}
