@@ -43,7 +43,11 @@ func TestSocketActivationRestarts(t *testing.T) {
 		t.Fatalf("the server did not say it serves the socket from systemd:\n%s", s.Log())
 	}
 	st := startStream(t, s.URL+"/v2/allocate_k8s_token", "sa", 5, 45*time.Second)
-	type restart struct{ at, gap time.Duration }
+	type restart struct {
+		at       time.Duration // SIGTERM, from the stream's start
+		gap      time.Duration // from the exit to the next server answering
+		noAccept time.Duration // from the old listener's close to the new one's serving
+	}
 	var restarts []restart
 	for i := range 3 {
 		time.Sleep(time.Until(st.start.Add(time.Duration(8+12*i) * time.Second)))
@@ -65,17 +69,34 @@ func TestSocketActivationRestarts(t *testing.T) {
 			t.Fatalf("restart %d: server exit: %v, want status 0", i+1, err)
 		}
 		exited := time.Now()
+		old := s
 		s = e.startServer(t, cfg)
-		restarts = append(restarts, restart{at, time.Since(exited)})
+		restarts = append(restarts, restart{at, time.Since(exited),
+			logTime(t, s.Log(), "serving").Sub(logTime(t, old.Log(), "shutting down: draining requests in flight"))})
 		if !strings.Contains(s.Log(), activatedLog) {
 			t.Fatalf("restart %d: the server did not serve the socket from systemd:\n%s", i+1, s.Log())
 		}
 	}
 	st.Wait(t, e)
+	p50, worst := st.latencies(0, restarts[0].at)
+	t.Logf("before the first restart: p50 %s, worst %s", p50.Round(time.Millisecond), worst.Round(time.Millisecond))
 	for i, r := range restarts {
-		t.Logf("restart %d at %s: no server for %s; worst latency of requests sent from the SIGTERM to 5 s later: %s",
-			i+1, r.at.Round(time.Millisecond), r.gap.Round(time.Millisecond), st.worstBetween(r.at, r.at+5*time.Second).Round(time.Millisecond))
+		p50, worst := st.latencies(r.at, r.at+5*time.Second)
+		t.Logf("restart %d at %s: no process accepting for %s, no process at all for %s; requests sent from the SIGTERM to 5 s later: p50 %s, worst %s",
+			i+1, r.at.Round(time.Millisecond), r.noAccept.Round(time.Millisecond), r.gap.Round(time.Millisecond),
+			p50.Round(time.Millisecond), worst.Round(time.Millisecond))
 	}
+}
+
+// logTime returns the time of the first line of log whose msg is msg.
+func logTime(t *testing.T, log, msg string) time.Time {
+	t.Helper()
+	line := logLine(log, msg)
+	at, err := time.Parse(time.RFC3339Nano, fmt.Sprint(line["time"]))
+	if err != nil {
+		t.Fatalf("no time on log line %q: %v", msg, err)
+	}
+	return at
 }
 
 // checkConnectionClose waits until s, just sent SIGTERM, drains (/ready

@@ -84,14 +84,18 @@ func (s *stream) Wait(t *testing.T, e *testEnv) {
 		storm.Percentile(latencies, 99).Round(time.Millisecond), worst.Round(time.Millisecond), (worst - p50).Round(time.Millisecond))
 }
 
-// worstBetween returns the worst latency of the requests sent between
-// from and to (offsets from the stream's start); call after Wait.
-func (s *stream) worstBetween(from, to time.Duration) time.Duration {
-	var worst time.Duration
+// latencies returns the median and worst latency of the requests sent
+// between from and to (offsets from the stream's start); call after Wait.
+func (s *stream) latencies(from, to time.Duration) (p50, worst time.Duration) {
+	var l []time.Duration
 	for i, at := range s.sent {
 		if at >= from && at < to && s.errs[i] == nil {
-			worst = max(worst, s.responses[i].elapsed)
+			l = append(l, s.responses[i].elapsed)
 		}
 	}
-	return worst
+	if len(l) == 0 {
+		return 0, 0
+	}
+	slices.Sort(l)
+	return storm.Percentile(l, 50), l[len(l)-1]
 }
