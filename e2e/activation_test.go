@@ -68,7 +68,7 @@ func TestSocketActivationRestarts(t *testing.T) {
 		old := s
 		s = e.startServer(t, cfg)
 		restarts = append(restarts, restart{at, time.Since(exited),
-			logTime(t, s.Log(), "serving").Sub(logTime(t, old.Log(), drainLog))})
+			logTime(t, s, "serving").Sub(logTime(t, old, drainLog))})
 		if !strings.Contains(s.Log(), activatedLog) {
 			t.Fatalf("restart %d: the server did not serve the socket from systemd:\n%s", i+1, s.Log())
 		}
@@ -84,15 +84,24 @@ func TestSocketActivationRestarts(t *testing.T) {
 	}
 }
 
-// logTime returns the time of the first line of log whose msg is msg.
-func logTime(t *testing.T, log, msg string) time.Time {
+// logTime returns the time of the first line of s's log whose msg is msg,
+// waiting a little for it: the server may answer before its log is read.
+func logTime(t *testing.T, s *Server, msg string) time.Time {
 	t.Helper()
-	line := logLine(log, msg)
-	at, err := time.Parse(time.RFC3339Nano, fmt.Sprint(line["time"]))
-	if err != nil {
-		t.Fatalf("no time on log line %q: %v", msg, err)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if line := logLine(s.Log(), msg); line != nil {
+			at, err := time.Parse(time.RFC3339Nano, fmt.Sprint(line["time"]))
+			if err != nil {
+				t.Fatalf("log line %q: %v", msg, err)
+			}
+			return at
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no log line %q", msg)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	return at
 }
 
 // TestDrainingClosesConnections checks what a client pooling keep-alive
