@@ -13,7 +13,6 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
-	"strings"
 	"syscall"
 	"time"
 
@@ -47,7 +46,7 @@ var (
 	maxUnnamed       = flag.Int("max-unnamed-tokens", 10, "Most live join tokens that requests without a hostname (control-plane VMs joining) may hold between them; 0 means no limit.")
 	_                = flag.Duration("token-budget-window", 0, "Ignored; kept so that old command lines still start. -max-tokens-per-host now counts live tokens.")
 	maxConnections   = flag.Int("max-connections", 4096, "Most client connections open at once; at the limit, new ones wait while the longest-idle connection is closed to make room (busy ones are never cut).")
-	shutdownDelay    = flag.Duration("shutdown-delay", 5*time.Second, "After SIGTERM, how long /ready answers 503 while the server still serves everything, so load balancers take it out, before it drains.")
+	shutdownDelay    = flag.Duration("shutdown-delay", 15*time.Second, "After SIGTERM, how long /ready answers 503 while the server still serves everything (each response with Connection: close), so load balancers take it out, before it drains; covers a health check of 5s interval and unhealthy threshold 2 (10s) with a margin.")
 	dnsServer        = flag.String("dns-server", "", "DNS server (host:port) to resolve BMC names with; empty uses the system's resolver.")
 	shutdownTimeout  = flag.Duration("shutdown-timeout", 0, "How long the drain after -shutdown-delay waits for requests in flight; 0 means backend-timeout plus 5s.")
 )
@@ -119,16 +118,16 @@ func main() {
 		Log:            log,
 	}
 	httpServer := newHTTPServer(handler.NewMux(srv, prometheus.DefaultGatherer), *backendTimeout, log)
-	// Listen on every address before serving any, so that a busy port fails
-	// at start. One connection limit covers them all.
+	// The sockets systemd passed, else every -listen-address bound before
+	// any is served (listen.go). One connection limit covers them all.
 	conns := connlimit.New(*maxConnections)
 	var (
 		listeners []net.Listener
 		addresses []string
 	)
-	for _, addr := range strings.Split(*listenAddress, ",") {
-		ln, err := net.Listen("tcp", strings.TrimSpace(addr))
-		rtx.Must(err, "could not listen on %s", addr)
+	bound, err := listen(*listenAddress, log)
+	rtx.Must(err, "could not listen")
+	for _, ln := range bound {
 		listeners = append(listeners, conns.Listen(ln))
 		addresses = append(addresses, ln.Addr().String())
 	}
@@ -158,6 +157,11 @@ func main() {
 	// Out of rotation first: /ready fails at once, everything else is still
 	// served for -shutdown-delay, then the server drains.
 	srv.Drain()
+	// From now on every response carries Connection: close, and connections
+	// idle between requests are closed (never one serving a request), so
+	// that clients pooling connections (ePoxy's proxy) open new ones, which
+	// the load balancer sends to another replica.
+	httpServer.SetKeepAlivesEnabled(false)
 	log.Info("shutting down: not ready, still serving", "delay", shutdownDelay.String())
 	time.Sleep(*shutdownDelay)
 	grace := *shutdownTimeout

@@ -83,15 +83,32 @@ func (c *conn) Close() error {
 
 type listener struct {
 	net.Listener
-	l *Limiter
+	l      *Limiter
+	closed chan struct{} // closed by Close
+	once   sync.Once
 }
 
-// Listen returns ln, whose Accept waits for a free slot.
-func (l *Limiter) Listen(ln net.Listener) net.Listener { return &listener{ln, l} }
+// Listen returns ln, whose Accept waits for a free slot. Closing it ends
+// that wait at once: http.Server.Shutdown waits for Serve to return before
+// it counts down its deadline, so an Accept waiting at the limit must not
+// outlive the listener.
+func (l *Limiter) Listen(ln net.Listener) net.Listener {
+	return &listener{Listener: ln, l: l, closed: make(chan struct{})}
+}
 
-// Accept waits until a connection may be opened, then accepts it.
+// Close closes the listener and ends any Accept waiting for a slot.
+func (ln *listener) Close() error {
+	ln.once.Do(func() { close(ln.closed) })
+	return ln.Listener.Close()
+}
+
+// Accept waits until a connection may be opened, then accepts it. It
+// returns net.ErrClosed once the listener is closed, even while it waits.
 func (ln *listener) Accept() (net.Conn, error) {
-	reserve := ln.l.acquire()
+	reserve, err := ln.l.acquire(ln.closed)
+	if err != nil {
+		return nil, err
+	}
 	c, err := ln.Listener.Accept()
 	if err != nil {
 		ln.l.release(reserve)
@@ -108,22 +125,28 @@ func (ln *listener) Accept() (net.Conn, error) {
 
 // acquire takes a slot, closing the longest-idle connection to make one
 // when all are taken, else a reserve slot, else waits for one to free. It
-// reports whether the slot is a reserve one.
-func (l *Limiter) acquire() bool {
+// reports whether the slot is a reserve one, or returns net.ErrClosed once
+// closed is closed.
+func (l *Limiter) acquire(closed <-chan struct{}) (bool, error) {
 	for {
+		select {
+		case <-closed:
+			return false, net.ErrClosed
+		default:
+		}
 		l.mu.Lock()
 		if l.open < l.max {
 			l.open++
 			metrics.OpenConnections.Set(float64(l.open + l.reserved))
 			l.mu.Unlock()
-			return false
+			return false, nil
 		}
 		victim, wait := l.evictable(time.Now())
 		if victim == nil && l.reserved < Reserve {
 			l.reserved++
 			metrics.OpenConnections.Set(float64(l.open + l.reserved))
 			l.mu.Unlock()
-			return true
+			return true, nil
 		}
 		l.mu.Unlock()
 		if victim != nil {
@@ -131,18 +154,19 @@ func (l *Limiter) acquire() bool {
 			victim.Close()
 			continue
 		}
-		l.wait(context.Background(), wait)
+		l.wait(closed, wait)
 	}
 }
 
-// wait waits until a slot may have freed, for at most d.
-func (l *Limiter) wait(ctx context.Context, d time.Duration) {
+// wait waits until a slot may have freed, for at most d, or until done is
+// closed.
+func (l *Limiter) wait(done <-chan struct{}, d time.Duration) {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-l.freed:
 	case <-t.C:
-	case <-ctx.Done():
+	case <-done:
 	}
 }
 
@@ -173,7 +197,7 @@ func (l *Limiter) promote(ctx context.Context, c *conn) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		l.wait(ctx, wait)
+		l.wait(ctx.Done(), wait)
 	}
 }
 

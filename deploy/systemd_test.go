@@ -12,8 +12,9 @@ import (
 )
 
 const (
-	unitFile = "systemd/epoxy-extension-server.service"
-	envFile  = "systemd/epoxy-extension-server.env"
+	unitFile   = "systemd/epoxy-extension-server.service"
+	socketFile = "systemd/epoxy-extension-server.socket"
+	envFile    = "systemd/epoxy-extension-server.env"
 )
 
 // serverFlags returns the names of the server's flags, read from its
@@ -37,10 +38,16 @@ func serverFlags(t *testing.T) []string {
 	return names
 }
 
-// unitSettings returns the unit's Key=value lines, in order.
+// unitSettings returns the service unit's Key=value lines, in order.
 func unitSettings(t *testing.T) [][2]string {
 	t.Helper()
-	b, err := os.ReadFile(unitFile)
+	return settingsOf(t, unitFile)
+}
+
+// settingsOf returns the Key=value lines of a unit file, in order.
+func settingsOf(t *testing.T, file string) [][2]string {
+	t.Helper()
+	b, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,17 +137,54 @@ func TestUnitHardening(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// The server drains for -backend-timeout + 5s by default.
-		if drain := 3*time.Minute + 5*time.Second; got <= drain {
-			t.Errorf("TimeoutStopSec=%s, want more than the default drain of %s", got, drain)
+		// The server serves for -shutdown-delay (15s), then drains for
+		// -backend-timeout + 5s by default.
+		if stop := 15*time.Second + 3*time.Minute + 5*time.Second; got <= stop {
+			t.Errorf("TimeoutStopSec=%s, want more than the default delay and drain, %s", got, stop)
 		}
 	})
 }
 
-// TestUnitVerifies runs systemd-analyze verify on the unit, and its offline
-// security review, when the machine has systemd-analyze. verify wants
-// ExecStart's program to exist: the copy it checks points at a stand-in,
-// and is otherwise the unit as shipped.
+// TestSocketUnit checks that port 8800 belongs to the socket unit, which
+// the service requires: systemd then holds the port open across restarts.
+func TestSocketUnit(t *testing.T) {
+	value := func(settings [][2]string, key string) string {
+		v := ""
+		for _, kv := range settings {
+			if kv[0] == key {
+				v = kv[1]
+			}
+		}
+		return v
+	}
+	socket, service := settingsOf(t, socketFile), unitSettings(t)
+	tests := []struct {
+		unit     string
+		settings [][2]string
+		key      string
+		want     string
+	}{
+		{socketFile, socket, "ListenStream", "8800"},
+		{socketFile, socket, "Accept", "no"},
+		{socketFile, socket, "FileDescriptorName", "http"},
+		{socketFile, socket, "WantedBy", "sockets.target"},
+		{unitFile, service, "Requires", "epoxy-extension-server.socket"},
+	}
+	for _, tc := range tests {
+		if got := value(tc.settings, tc.key); got != tc.want {
+			t.Errorf("%s: %s=%q, want %q", tc.unit, tc.key, got, tc.want)
+		}
+	}
+	if after := value(service, "After"); !strings.Contains(after, "epoxy-extension-server.socket") {
+		t.Errorf("%s: After=%q, want it to name the socket", unitFile, after)
+	}
+}
+
+// TestUnitVerifies runs systemd-analyze verify on the service and socket
+// units together, and the service's offline security review, when the
+// machine has systemd-analyze. verify wants ExecStart's program to exist:
+// the copy it checks points at a stand-in, and is otherwise the unit as
+// shipped; the socket is checked as shipped, beside it.
 func TestUnitVerifies(t *testing.T) {
 	analyze, err := exec.LookPath("systemd-analyze")
 	if err != nil {
@@ -161,14 +205,22 @@ func TestUnitVerifies(t *testing.T) {
 	if err := os.WriteFile(path, []byte(unit), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	socket, err := os.ReadFile(socketFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	socketPath := filepath.Join(dir, filepath.Base(socketFile))
+	if err := os.WriteFile(socketPath, socket, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, args := range [][]string{
-		{"verify", path},
+		{"verify", socketPath, path},
 		// Exposure 0 is fully locked down, 10 not at all; the unit scores
 		// about 1.6; --threshold counts in tenths (20 is 2.0).
 		{"security", "--offline=true", "--threshold=20", path},
 	} {
 		out, err := exec.Command(analyze, args...).CombinedOutput()
-		if err != nil || strings.Contains(string(out), path+":") {
+		if err != nil || strings.Contains(string(out), path+":") || strings.Contains(string(out), socketPath+":") {
 			t.Errorf("systemd-analyze %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
 	}

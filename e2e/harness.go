@@ -45,8 +45,15 @@ func StartProcess(name string, out io.Writer, env []string, path string, args ..
 
 // startProcess is StartProcess with exactly the environment env.
 func startProcess(name string, out io.Writer, env []string, path string, args ...string) (*Process, error) {
+	return startProcessFiles(name, out, env, nil, path, args...)
+}
+
+// startProcessFiles is startProcess that also passes files to the process
+// as fd 3, 4 and so on.
+func startProcessFiles(name string, out io.Writer, env []string, files []*os.File, path string, args ...string) (*Process, error) {
 	cmd := exec.Command(path, args...)
 	cmd.Env = env
+	cmd.ExtraFiles = files
 	cmd.Stdout = out
 	cmd.Stderr = out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}

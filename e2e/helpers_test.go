@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"testing"
 	"time"
@@ -33,6 +34,7 @@ type serverConfig struct {
 	binDir  string            // -bin-dir; the real kubeadm and kubectl when empty
 	hosts   map[string]string // name → IPv4 address served to it by a DNS server (-dns-server); none when nil
 	addr    string            // -listen-address, one or several; a free loopback port when empty
+	socket  *net.TCPListener  // a socket passed as systemd does (socket activation); see ServerOptions.Socket
 }
 
 // startServer starts the server under test against the shared components
@@ -53,6 +55,7 @@ func (e *testEnv) startServer(t *testing.T, cfg serverConfig) *Server {
 	}
 	opts := ServerOptions{
 		Addr:   cfg.addr,
+		Socket: cfg.socket,
 		Binary: e.serverBinary(t),
 		Args:   append(args, cfg.args...),
 		Env:    append([]string{"DATASTORE_EMULATOR_HOST=" + e.emu.Host}, cfg.env...),

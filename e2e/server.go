@@ -56,7 +56,20 @@ type ServerOptions struct {
 	// without creating anything on the machine; the server sees nothing else
 	// of /run. Needs root, or a user namespace (unshare -r) for others.
 	ServiceAccountDir string
+	// Socket, when set, is a listening TCP socket the test holds, passed
+	// to the server as systemd passes its sockets (socket activation):
+	// fd 3, LISTEN_FDS=1, LISTEN_FDNAMES=http, and LISTEN_PID the server's
+	// own pid. -listen-address names the same address, which the server
+	// could not bind again: it must serve the socket it was given. The
+	// socket outlives the server, so a server started again on it finds
+	// the connections that arrived in between waiting.
+	Socket *net.TCPListener
 }
+
+// socketActivation runs `sh -c socketActivation PATH ARGS…`: it sets
+// LISTEN_PID to the shell's pid, which exec hands on to PATH, as
+// sd_listen_fds(3) wants.
+const socketActivation = `LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=http exec "$0" "$@"`
 
 // privateMounts runs in a private mount namespace (unshare -m) as
 // `bash -c privateMounts NAME HOSTSFILE SADIR COMMAND ARGS…`: it mounts the
@@ -112,6 +125,9 @@ type Server struct {
 // kept for Log, and copied to opts.Output when set.
 func StartServer(opts ServerOptions) (*Server, error) {
 	addr := opts.Addr
+	if opts.Socket != nil {
+		addr = opts.Socket.Addr().String()
+	}
 	if addr == "" {
 		port, err := FreePort()
 		if err != nil {
@@ -130,6 +146,16 @@ func StartServer(opts ServerOptions) (*Server, error) {
 	}
 	args := append([]string{"-listen-address", addr}, opts.Args...)
 	path := opts.Binary
+	var files []*os.File
+	if opts.Socket != nil {
+		f, err := opts.Socket.File() // a copy, for the child
+		if err != nil {
+			return nil, fmt.Errorf("socket for the server: %w", err)
+		}
+		defer f.Close()
+		files = []*os.File{f}
+		path, args = "sh", append([]string{"-c", socketActivation, path}, args...)
+	}
 	if opts.ServiceAccountDir != "" {
 		path, args = withPrivateMounts("", opts.ServiceAccountDir, path, args)
 	}
@@ -138,7 +164,7 @@ func StartServer(opts ServerOptions) (*Server, error) {
 	if opts.Output != nil {
 		out = io.MultiWriter(s.log, opts.Output)
 	}
-	if s.proc, err = startProcess("epoxy-extensions", out, serverEnv(opts.Env), path, args...); err != nil {
+	if s.proc, err = startProcessFiles("epoxy-extensions", out, serverEnv(opts.Env), files, path, args...); err != nil {
 		return nil, err
 	}
 	err = Poll(30*time.Second, 50*time.Millisecond, s.proc, func(ctx context.Context) error {
