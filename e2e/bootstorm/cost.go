@@ -121,3 +121,69 @@ func median(xs []float64) float64 {
 	slices.Sort(xs)
 	return xs[len(xs)/2]
 }
+
+// clockTicks is the unit of the times in /proc/PID/stat (USER_HZ, 100 on
+// Linux).
+const clockTicks = 100
+
+// cpuSeconds returns the CPU time (user plus system, in seconds) used so far
+// by the server with pid, by its reaped children (kubeadm, kubectl), and by
+// the kube-apiserver and etcd that bootstorm started: where a storm's time
+// goes on a machine with few cores.
+func cpuSeconds(pid int) map[string]float64 {
+	out := map[string]float64{}
+	if f, ok := procStat(pid); ok {
+		out["server"] = (f[13] + f[14]) / clockTicks
+		out["server children"] = (f[15] + f[16]) / clockTicks
+	}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		var p int
+		if _, err := fmt.Sscanf(e.Name(), "%d", &p); err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		comm := string(b[bytes.IndexByte(b, '(')+1 : bytes.LastIndexByte(b, ')')])
+		if comm != "kube-apiserver" && comm != "etcd" {
+			continue
+		}
+		if f, ok := procStat(p); ok && int(f[3]) == os.Getpid() {
+			out[comm] += (f[13] + f[14]) / clockTicks
+		}
+	}
+	return out
+}
+
+// procStat returns the numeric fields of /proc/PID/stat, indexed as in
+// proc(5) from 0 (so f[3] is the parent pid, f[13] utime); the pid and comm
+// fields are 0.
+func procStat(pid int) ([]float64, bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return nil, false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return nil, false
+	}
+	fields := strings.Fields(string(b[i+1:]))
+	f := make([]float64, 2, 2+len(fields))
+	for _, s := range fields {
+		var x float64
+		fmt.Sscanf(s, "%g", &x) // the state letter reads as 0
+		f = append(f, x)
+	}
+	return f, len(f) > 16
+}
+
+// cpuDelta returns after minus before, key by key.
+func cpuDelta(before, after map[string]float64) map[string]float64 {
+	d := map[string]float64{}
+	for k, v := range after {
+		d[k] = v - before[k]
+	}
+	return d
+}

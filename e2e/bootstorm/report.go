@@ -44,6 +44,9 @@ type Run struct {
 	ServerExit string `json:"server_exit,omitempty"`
 	// Problems says why the run fails bootstorm's checks; empty means it passed.
 	Problems []string `json:"problems,omitempty"`
+	// CPUSeconds is the CPU time used during the storm by the server, its
+	// children (kubeadm, kubectl), kube-apiserver and etcd.
+	CPUSeconds map[string]float64 `json:"cpu_seconds"`
 	// Loadtest is the loadtest's JSON summary, verbatim.
 	Loadtest json.RawMessage `json:"loadtest"`
 
@@ -188,6 +191,17 @@ func printTable(w io.Writer, runs []Run) {
 			millis(s.Latency.P50), millis(s.Latency.P99), millis(s.Latency.Max), rss, procs, crossing)
 	}
 	fmt.Fprintln(w)
+	if slices.ContainsFunc(runs, func(r Run) bool { return r.CPUSeconds != nil }) {
+		fmt.Fprintln(w, "| machines | backend | CPU s: server | its kubeadm/kubectl | kube-apiserver | etcd | total |")
+		fmt.Fprintln(w, "|---:|---|---:|---:|---:|---:|---:|")
+		for _, r := range runs {
+			c := r.CPUSeconds
+			fmt.Fprintf(w, "| %d | %s | %.1f | %.1f | %.1f | %.1f | %.1f |\n", r.Machines, r.Backend, c["server"],
+				c["server children"], c["kube-apiserver"], c["etcd"],
+				c["server"]+c["server children"]+c["kube-apiserver"]+c["etcd"])
+		}
+		fmt.Fprintln(w)
+	}
 	for _, sp := range speedups(runs) {
 		if sp.ExecOverOriginal > 0 {
 			fmt.Fprintf(w, "%d machines: exec's wall time is %s the original's\n", sp.Machines, ratio(sp.ExecOverOriginal))

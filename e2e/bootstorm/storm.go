@@ -53,7 +53,7 @@ func setUp(stderr io.Writer) (*stack, error) {
 	fmt.Fprintf(stderr, "bootstorm: starting etcd and kube-apiserver, building the server and loadtest (in %s)\n", dir)
 	var (
 		cpErr, serverErr, loadErr, origErr error
-		wg                        sync.WaitGroup
+		wg                                 sync.WaitGroup
 	)
 	wg.Go(func() { st.cp, cpErr = e2e.StartControlPlane(binDir, dir) })
 	wg.Go(func() { st.server, serverErr = e2e.BuildServer(root, dir, false) })
@@ -118,6 +118,7 @@ func (st *stack) storm(ctx context.Context, idx, n int, backend string, extra []
 	if err != nil {
 		return r, fmt.Errorf("starting the server with -kube-backend %s: %w", backend, err)
 	}
+	cpuBefore := cpuSeconds(srv.Pid())
 	var out bytes.Buffer
 	cmd := exec.CommandContext(ctx, st.loadtest, loadArgs(srv.URL, strconv.Itoa(n), strconv.Itoa(srv.Pid()),
 		st.cp.Kubeconfig, st.cp.BinDir, r.HostFormat)...)
@@ -129,6 +130,7 @@ func (st *stack) storm(ctx context.Context, idx, n int, backend string, extra []
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = time.Minute
 	err = cmd.Run()
+	r.CPUSeconds = cpuDelta(cpuBefore, cpuSeconds(srv.Pid()))
 	if stopErr := srv.Stop(serverGrace); stopErr != nil {
 		r.ServerExit = stopErr.Error()
 	}
@@ -180,18 +182,18 @@ func tail(s string, n int) string {
 
 // header says what ran where, for the README to show with the table.
 type header struct {
-	Command     string  `json:"command"`
-	CPUs        int     `json:"cpus"`
-	CPUModel    string  `json:"cpu_model"`
-	GoVersion   string  `json:"go_version"`
-	Kubernetes  string  `json:"kubernetes"`
-	LoadAverage string  `json:"load_average_at_start"`
-	Server      string  `json:"server_command"`
-	Loadtest    string  `json:"loadtest_command"`
+	Command     string `json:"command"`
+	CPUs        int    `json:"cpus"`
+	CPUModel    string `json:"cpu_model"`
+	GoVersion   string `json:"go_version"`
+	Kubernetes  string `json:"kubernetes"`
+	LoadAverage string `json:"load_average_at_start"`
+	Server      string `json:"server_command"`
+	Loadtest    string `json:"loadtest_command"`
 	// Processes is the cost of one kubeadm and one kubectl process of the
 	// kind each storm runs, measured alone before the storms.
 	Processes []processCost `json:"processes"`
-	Seconds     float64 `json:"seconds"`
+	Seconds   float64       `json:"seconds"`
 }
 
 // newHeader describes the machine, and the command lines of bootstorm run
