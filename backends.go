@@ -116,7 +116,7 @@ func execBackend(cfg backendConfig, log *slog.Logger) (*backend, error) {
 	ready := &handler.CachedCheck{Check: execReady(cfg), MaxAge: readyMaxAge, Timeout: readyTimeout}
 	log.Info("kube backend: exec", "bin_dir", cfg.BinDir, "max_concurrent_commands", max(cfg.MaxCommands, 1),
 		"join_source", cfg.Kubeconfig, "join_api_address", cluster.APIAddress, "join_ca_hash", cluster.CAHash)
-	store := &token.Kubectl{Runner: runner, BinDir: cfg.BinDir, Kubeconfig: cfg.Kubeconfig, Cluster: joinDetails}
+	store := &token.Kubectl{Runner: runner, BinDir: cfg.BinDir, Kubeconfig: cfg.Kubeconfig, Cluster: joinDetails, Timeout: cfg.CommandTimeout}
 	return &backend{
 		tokens: &token.Slots{Store: store, Max: cfg.MaxTokens, MaxUnnamed: cfg.MaxUnnamedTokens, TTL: cfg.TokenTTL},
 		nodes:  &node.Kubectl{Runner: runner, BinDir: cfg.BinDir, Kubeconfig: cfg.Kubeconfig},

@@ -156,6 +156,10 @@ func throttlingProxy(t *testing.T, e *testEnv) (string, *atomic.Int64) {
 		},
 		Transport:     e.cp.API.Client(true).Transport,
 		FlushInterval: -1,
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			t.Logf("proxy: %s %s: %v", r.Method, r.URL.Path, err)
+			w.WriteHeader(http.StatusBadGateway)
+		},
 	}
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/api/v1/namespaces/kube-system/secrets") &&
@@ -171,10 +175,13 @@ func throttlingProxy(t *testing.T, e *testEnv) (string, *atomic.Int64) {
 	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
+	// The admin's credentials, which the proxy never asks for: without any,
+	// kubectl would prompt for a password.
+	b64 := base64.StdEncoding.EncodeToString
 	conf := fmt.Sprintf("apiVersion: v1\nkind: Config\nclusters:\n- name: proxy\n  cluster:\n    server: %s\n"+
-		"    certificate-authority-data: %s\ncontexts:\n- name: proxy\n  context:\n    cluster: proxy\n    user: nobody\n"+
-		"users:\n- name: nobody\n  user: {}\ncurrent-context: proxy\n",
-		srv.URL, base64.StdEncoding.EncodeToString(e.cp.PKI.CAPEM))
+		"    certificate-authority-data: %s\ncontexts:\n- name: proxy\n  context:\n    cluster: proxy\n    user: admin\n"+
+		"users:\n- name: admin\n  user:\n    client-certificate-data: %s\n    client-key-data: %s\ncurrent-context: proxy\n",
+		srv.URL, b64(e.cp.PKI.CAPEM), b64(e.cp.PKI.AdminCertPEM), b64(e.cp.PKI.AdminKeyPEM))
 	path := filepath.Join(t.TempDir(), "proxy.conf")
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)

@@ -26,12 +26,30 @@ const slotTemplate = `{{define "s"}}{{.metadata.name}}{{"\x1f"}}{{.metadata.uid}
 	`{{with .data}}{{with index . "description"}}{{base64decode .}}{{end}}{{end}}{{"\x1e"}}{{end}}` +
 	`{{if eq .kind "List"}}{{range .items}}{{template "s" .}}{{end}}{{else}}{{template "s" .}}{{end}}`
 
+// kubectl runs kubectl with args. A failure the API server answered with
+// 429 or 503 says overload (its Overloaded method), which the handler
+// answers with 503 and Retry-After, as the api backend does.
 func (k *Kubectl) kubectl(ctx context.Context, args ...string) ([]byte, error) {
 	if k.Kubeconfig != "" {
 		args = append([]string{"--kubeconfig", k.Kubeconfig}, args...)
 	}
-	return k.Runner.Run(ctx, filepath.Join(k.BinDir, "kubectl"), args...)
+	out, err := k.Runner.Run(ctx, filepath.Join(k.BinDir, "kubectl"), args...)
+	if err != nil {
+		if msg := err.Error(); strings.Contains(msg, "Error from server (TooManyRequests)") ||
+			strings.Contains(msg, "Error from server (ServiceUnavailable)") {
+			return out, overloaded{err}
+		}
+	}
+	return out, err
 }
+
+// overloaded is a kubectl run the API server turned away for overload.
+type overloaded struct{ error }
+
+func (o overloaded) Unwrap() error { return o.error }
+
+// Overloaded reports that the API server was overloaded.
+func (overloaded) Overloaded() bool { return true }
 
 // Get returns the Secret of token id, with one kubectl run.
 func (k *Kubectl) Get(ctx context.Context, id string) (Slot, bool, error) {

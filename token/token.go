@@ -46,6 +46,9 @@ type Kubectl struct {
 	// Cluster is the API address and CA hash returned with every token,
 	// read from the same kubeconfig.
 	Cluster *ClusterValue
+	// Timeout, when positive, is the Runner's own bound on each run: a
+	// create tells the API server to give up by then too.
+	Timeout time.Duration
 }
 
 var (
@@ -58,8 +61,14 @@ var (
 var ErrBadOutput = errors.New("unexpected kubectl output")
 
 // execCleanupTimeout bounds reading and deleting a Secret whose create may
-// have been stored though kubectl failed: two kubectl runs.
-const execCleanupTimeout = 3 * time.Second
+// have been stored though kubectl failed; for cleanupPoll of it, a Secret
+// not found is looked for again every cleanupInterval, in case the API
+// server was still storing it when kubectl was killed.
+const (
+	execCleanupTimeout = 3 * time.Second
+	cleanupPoll        = time.Second
+	cleanupInterval    = 250 * time.Millisecond
+)
 
 // secretsPath is the API path of Secrets in kube-system.
 const secretsPath = "/api/v1/namespaces/" + metav1.NamespaceSystem + "/secrets"
@@ -86,7 +95,13 @@ func (k *Kubectl) Put(ctx context.Context, tok, description string, expires time
 	if err != nil {
 		return Join{}, err
 	}
-	out, err := k.kubectl(ctx, "create", "--raw", secretsPath, "--filename", file)
+	args := []string{"create", "--raw", secretsPath, "--filename", file}
+	if t := k.requestTimeout(ctx); t > 0 {
+		// The API server gives up on the create by the time kubectl is
+		// killed, so that a cleanup soon after finds what it stored.
+		args = append(args, "--request-timeout", t.String())
+	}
+	out, err := k.kubectl(ctx, args...)
 	os.Remove(file)
 	if err == nil {
 		var got metav1.PartialObjectMetadata
@@ -107,6 +122,19 @@ func (k *Kubectl) Put(ctx context.Context, tok, description string, expires time
 	return Join{APIAddress: c.APIAddress, Token: tok, CAHash: c.CAHash}, nil
 }
 
+// requestTimeout returns the time a run started now has before ctx's
+// deadline or the Runner's Timeout, whichever comes first; 0 when neither
+// bounds it.
+func (k *Kubectl) requestTimeout(ctx context.Context) time.Duration {
+	t := k.Timeout
+	if deadline, ok := ctx.Deadline(); ok {
+		if left := time.Until(deadline); t <= 0 || left < t {
+			t = left
+		}
+	}
+	return max(t.Round(time.Millisecond), 0)
+}
+
 // refused reports whether kubectl failed with an answer of the API server
 // that means the create was not stored: a 4xx status.
 func refused(err error) bool {
@@ -120,17 +148,33 @@ func refused(err error) bool {
 	return false
 }
 
-// cleanup deletes the Secret of id if it holds secret, with one attempt
-// each to read and delete it, within execCleanupTimeout of a context that
-// keeps ctx's values (its command slot) but not its end. The Secret, read
-// into the server's memory through kubectl's stdout, is never logged. A
-// Secret still left behind holds one of the host's slots until it expires.
+// cleanup deletes the Secret of id if it holds secret, within
+// execCleanupTimeout of a context that keeps ctx's values (its command
+// slot) but not its end: it reads the Secret, again for cleanupPoll while
+// it is not found, and deletes it on condition that it is still that
+// Secret. The Secret, read into the server's memory through kubectl's
+// stdout, is never logged. A Secret still left behind (the API server
+// unreachable even for this) holds one of the host's slots until it
+// expires.
 func (k *Kubectl) cleanup(ctx context.Context, id, secret string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), execCleanupTimeout)
 	defer cancel()
-	out, err := k.kubectl(ctx, "get", "--raw", secretsPath+"/"+bootstraputil.BootstrapTokenSecretName(id))
-	if err != nil {
-		return
+	giveUp := time.Now().Add(cleanupPoll)
+	var out []byte
+	for {
+		var err error
+		out, err = k.kubectl(ctx, "get", "--raw", secretsPath+"/"+bootstraputil.BootstrapTokenSecretName(id))
+		if err == nil {
+			break
+		}
+		if !strings.Contains(err.Error(), "(NotFound)") || time.Now().After(giveUp) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(cleanupInterval):
+		}
 	}
 	var s corev1.Secret
 	if err := json.Unmarshal(out, &s); err != nil ||
