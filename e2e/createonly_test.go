@@ -202,8 +202,8 @@ func TestKilledCreateIs503(t *testing.T) {
 		commandTimeout time.Duration
 		backendTimeout time.Duration
 	}{
-		{"command timeout", "mlab1-kil01.mlab-sandbox.measurement-lab.org", 2 * time.Second, 30 * time.Second},
-		{"backend timeout", "mlab1-kil02.mlab-sandbox.measurement-lab.org", 30 * time.Second, 3 * time.Second},
+		{"command timeout", "mlab1-kil01.mlab-sandbox.measurement-lab.org", 6 * time.Second, 40 * time.Second},
+		{"backend timeout", "mlab1-kil02.mlab-sandbox.measurement-lab.org", 40 * time.Second, 6 * time.Second},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
