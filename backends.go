@@ -98,6 +98,12 @@ func execReady(cfg backendConfig) func(ctx context.Context) error {
 	}
 }
 
+// kubectlGOGC is the garbage collector setting of every kubectl the exec
+// backend runs: measured on 2 cores, `kubectl version --client` took 74 ms
+// of CPU by default and 56 ms with GOGC=400, at the same peak memory (47
+// MiB): a short-lived process has little garbage worth collecting.
+const kubectlGOGC = "GOGC=400"
+
 // execBackend runs kubectl from cfg.BinDir for every API call, at most
 // cfg.MaxCommands at once, one slot per request. It computes the join
 // details from the kubeconfig, as `kubeadm token create
@@ -112,7 +118,7 @@ func execBackend(cfg backendConfig, log *slog.Logger) (*backend, error) {
 		return nil, err
 	}
 	joinDetails := token.NewClusterValue(cluster)
-	runner := command.NewLimited(command.Exec{Timeout: cfg.CommandTimeout}, max(cfg.MaxCommands, 1))
+	runner := command.NewLimited(command.Exec{Timeout: cfg.CommandTimeout, Env: []string{kubectlGOGC}}, max(cfg.MaxCommands, 1))
 	ready := &handler.CachedCheck{Check: execReady(cfg), MaxAge: readyMaxAge, Timeout: readyTimeout}
 	log.Info("kube backend: exec", "bin_dir", cfg.BinDir, "max_concurrent_commands", max(cfg.MaxCommands, 1),
 		"join_source", cfg.Kubeconfig, "join_api_address", cluster.APIAddress, "join_ca_hash", cluster.CAHash)
