@@ -148,18 +148,47 @@ func refused(err error) bool {
 	return false
 }
 
-// cleanup deletes the Secret of id if it holds secret, within
-// execCleanupTimeout of a context that keeps ctx's values (its command
-// slot) but not its end: it reads the Secret, again for cleanupPoll while
-// it is not found, and deletes it on condition that it is still that
-// Secret. The Secret, read into the server's memory through kubectl's
-// stdout, is never logged. A Secret still left behind (the API server
-// unreachable even for this) holds one of the host's slots until it
-// expires.
+// lateChecks are the times after a cleanup that found nothing at which the
+// Secret is looked for once more, from the background: an API server that
+// received the create just before kubectl was killed may store it a little
+// later. Nil in tests that need no background work.
+var lateChecks = []time.Duration{5 * time.Second, 20 * time.Second}
+
+// cleanup deletes the Secret of id if it holds secret: a create that failed
+// as far as kubectl tells may have been stored all the same. It reads the
+// Secret, again for cleanupPoll while it is not found, and deletes it on
+// condition that it is still that Secret, all within execCleanupTimeout of
+// a context that keeps ctx's values (its command slot) but not its end. If
+// the Secret was never found, it is looked for again at lateChecks, each
+// time taking a command slot of its own. The Secret, read into the server's
+// memory through kubectl's stdout, is never logged. A Secret still left
+// behind (the API server unreachable even for this) holds one of the host's
+// slots until it expires.
 func (k *Kubectl) cleanup(ctx context.Context, id, secret string) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), execCleanupTimeout)
+	if found, err := k.undo(context.WithoutCancel(ctx), id, secret, cleanupPoll); found || err != nil {
+		return
+	}
+	checks := lateChecks
+	if len(checks) == 0 {
+		return
+	}
+	go func() {
+		for _, d := range checks {
+			time.Sleep(d)
+			if found, err := k.undo(context.Background(), id, secret, 0); found || err != nil {
+				return
+			}
+		}
+	}()
+}
+
+// undo reads the Secret of id, again every cleanupInterval for poll while
+// it is not found, and deletes it if it holds secret. It reports whether it
+// found the Secret, and any failure other than its absence.
+func (k *Kubectl) undo(ctx context.Context, id, secret string, poll time.Duration) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, execCleanupTimeout)
 	defer cancel()
-	giveUp := time.Now().Add(cleanupPoll)
+	giveUp := time.Now().Add(poll)
 	var out []byte
 	for {
 		var err error
@@ -167,21 +196,24 @@ func (k *Kubectl) cleanup(ctx context.Context, id, secret string) {
 		if err == nil {
 			break
 		}
-		if !strings.Contains(err.Error(), "(NotFound)") || time.Now().After(giveUp) {
-			return
+		if !strings.Contains(err.Error(), "(NotFound)") {
+			return false, err
+		}
+		if !time.Now().Before(giveUp) {
+			return false, nil
 		}
 		select {
 		case <-ctx.Done():
-			return
+			return false, ctx.Err()
 		case <-time.After(cleanupInterval):
 		}
 	}
 	var s corev1.Secret
 	if err := json.Unmarshal(out, &s); err != nil ||
 		subtle.ConstantTimeCompare(s.Data[bootstrapapi.BootstrapTokenSecretKey], []byte(secret)) != 1 {
-		return
+		return true, nil // another token's, or unreadable: not ours to delete
 	}
-	_ = k.Remove(ctx, Slot{ID: id, UID: string(s.UID), ResourceVersion: s.ResourceVersion})
+	return true, k.Remove(ctx, Slot{ID: id, UID: string(s.UID), ResourceVersion: s.ResourceVersion})
 }
 
 // Admit takes one command slot for a whole request when the Runner can hold

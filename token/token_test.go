@@ -129,6 +129,7 @@ func b64(s string) string {
 var killed = &command.KilledError{Path: "/usr/bin/kubectl", Err: context.DeadlineExceeded}
 
 func TestKubectlPut(t *testing.T) {
+	defer token.SetLateChecks(nil)()
 	expires := time.Date(2026, 11, 20, 10, 5, 0, 0, time.UTC)
 	const host = "mlab1-lga01.mlab-oti.measurement-lab.org"
 	tests := []struct {
@@ -341,5 +342,44 @@ func TestKubectlAdmitHoldsOneSlot(t *testing.T) {
 	}
 	if len(answered) != 4 || answered[1] != "create "+secretsPath || !strings.HasPrefix(answered[2], "get secret") {
 		t.Errorf("kubectl ran %q, want the holder's run then create, get, create", answered)
+	}
+}
+
+// TestKubectlLateCleanup kills a create whose Secret the API server stores
+// only after the cleanup's first looks: a later look, from the background,
+// finds and deletes it.
+func TestKubectlLateCleanup(t *testing.T) {
+	defer token.SetLateChecks([]time.Duration{10 * time.Millisecond, 300 * time.Millisecond})()
+	var mu sync.Mutex
+	isStored, deleted := false, make(chan struct{})
+	r := &fakeRunner{answer: func(args []string) (string, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch v := verb(args); v {
+		case "create " + secretsPath:
+			return "", killed
+		case "get " + secretPath:
+			if !isStored {
+				return "", errors.New(`exit status 1: stderr: "Error from server (NotFound): secrets \"bootstrap-token-abcdef\" not found"`)
+			}
+			return stored(secret), nil
+		case "delete " + secretPath:
+			close(deleted)
+			return "", nil
+		default:
+			return "", fmt.Errorf("unexpected kubectl %q", args)
+		}
+	}}
+	k := &token.Kubectl{Runner: r, BinDir: "/usr/bin", Cluster: token.NewClusterValue(cluster)}
+	if _, err := k.Put(context.Background(), tok, token.Description("h"), time.Now().Add(time.Minute)); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Put() error = %v, want the kill", err)
+	}
+	mu.Lock()
+	isStored = true // the API server stores it only now
+	mu.Unlock()
+	select {
+	case <-deleted:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the Secret stored after the cleanup's first looks was never deleted")
 	}
 }
