@@ -1,9 +1,17 @@
 package main
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/pem"
 	"errors"
 	"io"
 	"log/slog"
+	"math/big"
 	"os"
 	"path/filepath"
 	"testing"
@@ -26,6 +34,7 @@ func TestKubeBackends(t *testing.T) {
 	if err := os.WriteFile(noCA, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	withCA := kubeconfigWithCA(t)
 	tests := []struct {
 		name       string
 		backend    string
@@ -34,7 +43,9 @@ func TestKubeBackends(t *testing.T) {
 		wantErr    error // nil: any error, with wantFail
 		wantFail   bool
 	}{
-		{name: "exec", backend: "exec", qps: 100},
+		{name: "exec", backend: "exec", kubeconfig: withCA, qps: 100},
+		{name: "exec without kubeconfig", backend: "exec", qps: 100, wantFail: true, wantErr: kube.ErrNoConfig},
+		{name: "exec with a kubeconfig without CA", backend: "exec", kubeconfig: noCA, qps: 100, wantFail: true, wantErr: kube.ErrCluster},
 		{name: "unknown backend", backend: "kubectl", qps: 100, wantFail: true},
 		{name: "api without kubeconfig outside a pod", backend: "api", qps: 100, wantFail: true, wantErr: kube.ErrNoConfig},
 		{name: "api with a kubeconfig without CA", backend: "api", kubeconfig: noCA, qps: 100, wantFail: true, wantErr: kube.ErrCluster},
@@ -59,8 +70,8 @@ func TestKubeBackends(t *testing.T) {
 			if err != nil {
 				t.Fatalf("newKubeBackend() error = %v", err)
 			}
-			if _, ok := kb.tokens.Store.(*token.Kubeadm); !ok {
-				t.Errorf("token store is %T, want *token.Kubeadm", kb.tokens.Store)
+			if _, ok := kb.tokens.Store.(*token.Kubectl); !ok {
+				t.Errorf("token store is %T, want *token.Kubectl", kb.tokens.Store)
 			}
 			if kb.tokens.Max != 3 {
 				t.Errorf("token limit = %d, want 3 from the config", kb.tokens.Max)
@@ -70,4 +81,29 @@ func TestKubeBackends(t *testing.T) {
 			}
 		})
 	}
+}
+
+// kubeconfigWithCA writes a kubeconfig whose cluster has a CA (a fresh
+// self-signed certificate) and returns its path.
+func kubeconfigWithCA(t *testing.T) string {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "kubernetes"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca := base64.StdEncoding.EncodeToString(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+	path := filepath.Join(t.TempDir(), "admin.conf")
+	conf := "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:6443\n" +
+		"    certificate-authority-data: " + ca + "\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\n" +
+		"users:\n- name: u\n  user:\n    token: x\ncurrent-context: c\n"
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

@@ -19,8 +19,8 @@ import (
 // rather than failing every request: a known backend; the kubeconfig,
 // resolved as kubeadm resolves it (exec) or as documented for api, and
 // readable; with -run-as, the switch to that user, keeping a private copy of
-// the kubeconfig; then, for exec, kubeadm and kubectl executable by the user
-// the server now runs as. It sets cfg.Kubeconfig to the file every kubeadm
+// the kubeconfig; then, for exec, kubectl (the one program it runs)
+// executable by the user the server now runs as. It sets cfg.Kubeconfig to the file every kubeadm
 // and kubectl run and the API client use. An API server that does not answer
 // yet is no error: /ready says so until it does.
 func setUp(cfg *backendConfig, runAs string, log *slog.Logger) (runas.Dropped, error) {
@@ -73,8 +73,8 @@ func setUp(cfg *backendConfig, runAs string, log *slog.Logger) (runas.Dropped, e
 	// $TMPDIR, which that user must be able to reach), and the programs.
 	err := kube.CheckReadable(k)
 	if err == nil && cfg.Backend == "exec" {
-		if err = command.Executable(cfg.BinDir, "kubeadm", "kubectl"); err != nil {
-			err = fmt.Errorf("-bin-dir %s must hold kubeadm and kubectl: %w", cfg.BinDir, err)
+		if err = command.Executable(cfg.BinDir, "kubectl"); err != nil {
+			err = fmt.Errorf("-bin-dir %s must hold kubectl: %w", cfg.BinDir, err)
 		}
 	}
 	if err != nil {

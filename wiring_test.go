@@ -170,7 +170,7 @@ func TestBackendErrors(t *testing.T) {
 		retryAfter string // for a 429 or 503
 	}{
 		{name: "token.API refused", tokens: slots(&token.API{Secrets: forbiddenAPI{}}), path: tokenPath, want: 500, backend: "kube_api"},
-		{name: "token.Kubeadm failing", tokens: slots(&token.Kubeadm{Runner: failingRunner{}, TTL: time.Minute}), path: tokenPath, want: 500, backend: "kubeadm"},
+		{name: "token.Kubectl failing", tokens: slots(&token.Kubectl{Runner: failingRunner{}}), path: tokenPath, want: 500, backend: "kubectl"},
 		{name: "node.API refused", nodes: &node.API{Nodes: forbiddenNodes{}}, path: nodePath, want: 500, backend: "kube_api"},
 		{name: "node.API control plane", nodes: &node.API{Nodes: controlPlaneNodes{t}}, path: nodePath, want: 403},
 		{name: "node.Kubectl control plane", nodes: &node.Kubectl{Runner: controlPlaneKubectl{}}, path: nodePath, want: 403},
@@ -178,6 +178,8 @@ func TestBackendErrors(t *testing.T) {
 		{name: "token.LimitError", tokens: errTokens{fmt.Errorf("kubeadm: %w", &token.LimitError{Max: 3, RetryAt: time.Now().Add(90*time.Second + 500*time.Millisecond)})},
 			path: tokenPath, want: 429, retryAfter: "91"},
 		{name: "command.ErrBusy", tokens: errTokens{fmt.Errorf("kubeadm: %w: waited", command.ErrBusy)}, path: tokenPath, want: 503, retryAfter: handler.RetryAfter},
+		{name: "command.KilledError at a deadline", tokens: errTokens{fmt.Errorf("kubectl create: %w", &command.KilledError{Path: "kubectl", Err: context.DeadlineExceeded})},
+			path: tokenPath, want: 503, retryAfter: handler.RetryAfter},
 		{name: "kube.ErrOverloaded", tokens: errTokens{fmt.Errorf("creating Secret: %w: %w", kube.ErrOverloaded, throttled)}, path: tokenPath, want: 503, retryAfter: handler.RetryAfter},
 	}
 	for _, tc := range tests {

@@ -36,6 +36,10 @@ type Exec struct {
 	// Timeout, when positive, bounds each run on top of the context's own
 	// deadline.
 	Timeout time.Duration
+	// Env is added to the server's own environment for each run, e.g.
+	// GOGC=400: kubectl is a Go program that exits within a second, whose
+	// start-up spends about a quarter of its CPU in garbage collection.
+	Env []string
 }
 
 // Run starts path with args, waits for it to exit, and returns its stdout.
@@ -53,6 +57,9 @@ func (e Exec) Run(ctx context.Context, path string, args ...string) ([]byte, err
 	cmd := exec.CommandContext(ctx, path, args...)
 	cmd.Stdout = &stdout
 	cmd.Stderr = &stderr
+	if len(e.Env) > 0 {
+		cmd.Env = append(os.Environ(), e.Env...)
+	}
 	cmd.SysProcAttr = sysProcAttr()
 	cmd.Cancel = func() error {
 		// A negative pid signals the whole process group.
@@ -64,7 +71,7 @@ func (e Exec) Run(ctx context.Context, path string, args ...string) ([]byte, err
 		return stdout.Bytes(), nil
 	}
 	if ctxErr := ctx.Err(); ctxErr != nil {
-		return nil, fmt.Errorf("%s killed: %w", path, ctxErr)
+		return nil, &KilledError{Path: path, Err: ctxErr}
 	}
 	var exitErr *exec.ExitError
 	if errors.As(err, &exitErr) {
@@ -72,6 +79,28 @@ func (e Exec) Run(ctx context.Context, path string, args ...string) ([]byte, err
 	}
 	return nil, fmt.Errorf("%s: %w", path, err)
 }
+
+// KilledError is a run killed because its context ended: at its deadline
+// (the run's own -command-timeout or the request's), or because the caller
+// went away (context.Canceled).
+type KilledError struct {
+	// Path is the program that was killed.
+	Path string
+	// Err is the context's error: context.DeadlineExceeded or
+	// context.Canceled.
+	Err error
+}
+
+func (e *KilledError) Error() string { return fmt.Sprintf("%s killed: %v", e.Path, e.Err) }
+
+// Unwrap makes errors.Is(err, context.DeadlineExceeded) (or Canceled) true.
+func (e *KilledError) Unwrap() error { return e.Err }
+
+// Overloaded reports whether the run was killed at a deadline: the program
+// (or what it waited for, the API server) could not finish in time, which
+// the handler answers with 503 and Retry-After, as it does a run that got
+// no slot. A caller that went away is no overload.
+func (e *KilledError) Overloaded() bool { return errors.Is(e.Err, context.DeadlineExceeded) }
 
 // Executable returns an error unless every named program in dir is a regular
 // file that this process's user may execute.

@@ -295,3 +295,16 @@ func running(pid int) bool {
 	state, ok := procState(pid)
 	return ok && state != "Z"
 }
+
+// TestExecRunEnv checks that Env reaches the program, on top of the
+// server's own environment.
+func TestExecRunEnv(t *testing.T) {
+	t.Setenv("EPOXY_TEST_INHERITED", "yes")
+	out, err := command.Exec{Env: []string{"GOGC=400"}}.Run(context.Background(), "/bin/sh", "-c", `echo "$GOGC $EPOXY_TEST_INHERITED"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(string(out)); got != "400 yes" {
+		t.Errorf("program saw %q, want %q", got, "400 yes")
+	}
+}

@@ -40,10 +40,50 @@ func NewLimited(r Runner, max int) *Limited {
 // rather than start a kubeadm that would be killed half-way.
 const minRun = 5 * time.Second
 
-// Run waits for a free slot, then runs path with args through the wrapped
-// Runner. A run that cannot get a slot early enough to finish before its
-// context's deadline returns an error wrapping ErrBusy.
+// heldKey marks a context whose request holds a slot of the Limited it
+// points to.
+type heldKey struct{}
+
+// Hold waits for a free slot, as Run does, and keeps it for a whole request
+// until release is called: runs through l with the returned context (or one
+// derived from it) take no further slot and never wait, so that a request
+// that was admitted is not shed half-way between its programs. The runs of
+// one request must be sequential: they share the one slot. With ctx already
+// holding a slot of l, Hold takes none.
+func (l *Limited) Hold(ctx context.Context) (_ context.Context, release func(), _ error) {
+	if ctx.Value(heldKey{}) == l {
+		return ctx, func() {}, nil
+	}
+	if err := l.acquire(ctx); err != nil {
+		return ctx, nil, err
+	}
+	metrics.CommandsRunning.Inc()
+	return context.WithValue(ctx, heldKey{}, l), func() {
+		metrics.CommandsRunning.Dec()
+		l.sem.Release(1)
+	}, nil
+}
+
+// Run runs path with args through the wrapped Runner, after waiting for a
+// free slot unless ctx holds one (Hold). A run that cannot get a slot early
+// enough to finish before its context's deadline returns an error wrapping
+// ErrBusy.
 func (l *Limited) Run(ctx context.Context, path string, args ...string) ([]byte, error) {
+	if ctx.Value(heldKey{}) == l {
+		return l.runner.Run(ctx, path, args...)
+	}
+	if err := l.acquire(ctx); err != nil {
+		return nil, err
+	}
+	defer l.sem.Release(1)
+	metrics.CommandsRunning.Inc()
+	defer metrics.CommandsRunning.Dec()
+	return l.runner.Run(ctx, path, args...)
+}
+
+// acquire waits for a free slot until minRun (or a quarter of the time
+// left) before ctx's deadline.
+func (l *Limited) acquire(ctx context.Context) error {
 	start := time.Now()
 	waitCtx := ctx
 	if deadline, ok := ctx.Deadline(); ok {
@@ -57,10 +97,7 @@ func (l *Limited) Run(ctx context.Context, path string, args ...string) ([]byte,
 	metrics.CommandQueueLength.Dec()
 	metrics.CommandWaitSeconds.Observe(time.Since(start).Seconds())
 	if err != nil {
-		return nil, fmt.Errorf("%w: waited %s for a slot: %w", ErrBusy, time.Since(start).Round(time.Millisecond), err)
+		return fmt.Errorf("%w: waited %s for a slot: %w", ErrBusy, time.Since(start).Round(time.Millisecond), err)
 	}
-	defer l.sem.Release(1)
-	metrics.CommandsRunning.Inc()
-	defer metrics.CommandsRunning.Dec()
-	return l.runner.Run(ctx, path, args...)
+	return nil
 }

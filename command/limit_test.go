@@ -115,3 +115,55 @@ func waitFor(t *testing.T, cond func() bool) {
 		}
 	}
 }
+
+// TestLimitedHold checks that a request holding a slot runs any number of
+// programs without waiting again, while others wait for the slot, and that
+// a wait that would end too late says overload.
+func TestLimitedHold(t *testing.T) {
+	g := &gatedRunner{release: make(chan struct{})}
+	close(g.release) // runs return at once
+	l := NewLimited(g, 1)
+	ctx, release, err := l.Hold(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if _, err := l.Run(ctx, "mine"); err != nil {
+			t.Fatalf("a run of the holder: %v", err)
+		}
+	}
+	if again, rel2, err := l.Hold(ctx); err != nil || again != ctx {
+		t.Fatalf("Hold() within a held context = %v, %v: want the same context at once", again, err)
+	} else {
+		rel2() // gives nothing back: the slot is still the outer holder's
+	}
+	short, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if _, err := l.Run(short, "other"); !errors.Is(err, ErrBusy) {
+		t.Errorf("another request's run while the slot is held: error %v, want ErrBusy", err)
+	}
+	release()
+	if _, err := l.Run(context.Background(), "other"); err != nil {
+		t.Errorf("a run after release: %v", err)
+	}
+}
+
+func TestKilledErrorOverload(t *testing.T) {
+	tests := []struct {
+		err  error
+		want bool
+	}{
+		{context.DeadlineExceeded, true},
+		{context.Canceled, false},
+	}
+	for _, tc := range tests {
+		err := error(&KilledError{Path: "kubectl", Err: tc.err})
+		var o interface{ Overloaded() bool }
+		if got := errors.As(err, &o) && o.Overloaded(); got != tc.want {
+			t.Errorf("killed by %v: overload %t, want %t", tc.err, got, tc.want)
+		}
+		if !errors.Is(err, tc.err) {
+			t.Errorf("killed by %v: errors.Is false", tc.err)
+		}
+	}
+}

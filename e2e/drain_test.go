@@ -14,15 +14,15 @@ import (
 	"time"
 )
 
-// slowKubeadm is a kubeadm that waits 2 s before it becomes the real one
+// slowKubectl is a kubectl that waits 2 s before it becomes the real one
 // (%s), so that requests are certainly in flight when the test acts.
-const slowKubeadm = `#!/bin/sh
+const slowKubectl = `#!/bin/sh
 sleep 2
 exec %s "$@"
 `
 
 // TestSIGTERMDrainsInFlight sends SIGTERM, as Kubernetes or systemd does on
-// a rollout, while 50 token requests are running their kubeadm: every one
+// a rollout, while 50 token requests are running their kubectl: every one
 // must still get its 200 and a working token, and the server must then exit
 // with status 0.
 func TestSIGTERMDrainsInFlight(t *testing.T) {
@@ -31,7 +31,7 @@ func TestSIGTERMDrainsInFlight(t *testing.T) {
 	e := env(t)
 	binDir := slowBinDir(t, e)
 	s := e.startServer(t, serverConfig{binDir: binDir, args: []string{
-		// Every request runs its kubeadm at once, and has all the time it
+		// Every request runs its kubectl at once, and has all the time it
 		// needs: the shutdown grace is -backend-timeout + 5s.
 		"-max-concurrent-commands", strconv.Itoa(inFlight),
 		"-backend-timeout", "2m",
@@ -50,10 +50,10 @@ func TestSIGTERMDrainsInFlight(t *testing.T) {
 			answered.Add(1)
 		})
 	}
-	// Every request is in flight once each has its own kubeadm running.
+	// Every request is in flight once each has its own kubectl running.
 	err := Poll(2*time.Minute, 10*time.Millisecond, s.proc, func(context.Context) error {
-		if n := childrenNamed(s.Pid(), "kubeadm"); n < inFlight {
-			return fmt.Errorf("%d kubeadm children of the server, want %d", n, inFlight)
+		if n := childrenNamed(s.Pid(), "kubectl"); n < inFlight {
+			return fmt.Errorf("%d kubectl children of the server, want %d", n, inFlight)
 		}
 		return nil
 	})
@@ -73,16 +73,13 @@ func TestSIGTERMDrainsInFlight(t *testing.T) {
 	checkDrained(t, e, s, hosts, responses, errs)
 }
 
-// slowBinDir returns a folder whose kubeadm is slowKubeadm in front of the
-// real one, and whose kubectl is the real one.
+// slowBinDir returns a folder whose kubectl is slowKubectl in front of the
+// real one.
 func slowBinDir(t *testing.T, e *testEnv) string {
 	t.Helper()
 	binDir := t.TempDir()
-	script := fmt.Sprintf(slowKubeadm, shellQuote(filepath.Join(e.cp.BinDir, "kubeadm")))
-	if err := os.WriteFile(filepath.Join(binDir, "kubeadm"), []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(filepath.Join(e.cp.BinDir, "kubectl"), filepath.Join(binDir, "kubectl")); err != nil {
+	script := fmt.Sprintf(slowKubectl, shellQuote(filepath.Join(e.cp.BinDir, "kubectl")))
+	if err := os.WriteFile(filepath.Join(binDir, "kubectl"), []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	return binDir

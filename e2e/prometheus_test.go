@@ -31,13 +31,13 @@ const tokenAlert = "EpoxyExtensionServerTokenRequestsFailing"
 // and alerts of deploy/prometheus loaded, scraping a server under a small
 // storm of token requests (plus stale boots and node deletes). It checks
 // that every rule evaluates without error and every recording rule yields
-// series, reads the recording rules' values while kubeadm works, then makes
-// kubeadm fail and sees the token-failure alert go pending and firing, and
-// resolve once kubeadm works again.
+// series, reads the recording rules' values while kubectl works, then makes
+// kubectl fail its creates and sees the token-failure alert go pending and firing, and
+// resolve once kubectl works again.
 func TestPrometheusRulesAndTokenAlert(t *testing.T) {
 	waiting(t)
 	e := env(t)
-	binDir, failKubeadm := failableBinDir(t, e.cp.BinDir)
+	binDir, failKubectl := failableBinDir(t, e.cp.BinDir)
 	s := e.startServer(t, serverConfig{binDir: binDir, args: []string{"-max-tokens-per-host", "0"}})
 	prom := startPrometheus(t, e.root, strings.TrimPrefix(s.URL, "http://"))
 
@@ -52,37 +52,37 @@ func TestPrometheusRulesAndTokenAlert(t *testing.T) {
 		prom.waitFor(t, 30*time.Second, `job_endpoint:epoxy_extensions_requests:rate5m{endpoint="allocate_k8s_token"} > 0`)
 		prom.checkRulesHealthy(t)
 	})
-	t.Run("recording rules while kubeadm works", func(t *testing.T) {
+	t.Run("recording rules while kubectl works", func(t *testing.T) {
 		prom.waitFor(t, 30*time.Second, `job_endpoint:epoxy_extensions_request_duration_seconds:p50_rate5m{endpoint="allocate_k8s_token"} > 0`)
 		prom.waitFor(t, 30*time.Second, `job_endpoint_reason:epoxy_extensions_refusals:rate5m{endpoint="allocate_k8s_token_v2", reason="boot_too_old"} > 0`)
-		prom.waitFor(t, 30*time.Second, `job_backend:epoxy_extensions_backend_duration_seconds:p99_rate5m{backend="kubeadm"} > 0`)
+		prom.waitFor(t, 30*time.Second, `job_backend:epoxy_extensions_backend_duration_seconds:p99_rate5m{backend="kubectl"} > 0`)
 		if v := prom.value(t, `job_endpoint:epoxy_extensions_request_5xx:ratio_rate5m{endpoint="allocate_k8s_token"}`); v != 0 {
-			t.Errorf("token 5xx ratio = %g while kubeadm works, want 0", v)
+			t.Errorf("token 5xx ratio = %g while kubectl works, want 0", v)
 		}
 		if state := prom.alertState(t, tokenAlert); state != "" {
-			t.Errorf("%s is %s while kubeadm works", tokenAlert, state)
+			t.Errorf("%s is %s while kubectl works", tokenAlert, state)
 		}
 	})
 
-	failKubeadm(true)
+	failKubectl(true)
 	t.Run("token alert pending then firing", func(t *testing.T) {
 		start := time.Now()
 		prom.waitAlert(t, 60*time.Second, tokenAlert, "pending")
 		prom.waitAlert(t, 60*time.Second, tokenAlert, "firing")
-		t.Logf("pending then firing %s after kubeadm began to fail", time.Since(start).Round(100*time.Millisecond))
+		t.Logf("pending then firing %s after kubectl began to fail", time.Since(start).Round(100*time.Millisecond))
 		if v := prom.value(t, `job_endpoint:epoxy_extensions_request_5xx:ratio_rate5m{endpoint="allocate_k8s_token"}`); v <= 0.1 {
 			t.Errorf("token 5xx ratio = %g while firing, want above 0.1", v)
 		}
-		if v := prom.value(t, `job_backend:epoxy_extensions_backend_failures:rate5m{backend="kubeadm"}`); v <= 0 {
-			t.Errorf("kubeadm failure rate = %g while kubeadm fails, want above 0", v)
+		if v := prom.value(t, `job_backend:epoxy_extensions_backend_failures:rate5m{backend="kubectl"}`); v <= 0 {
+			t.Errorf("kubectl failure rate = %g while kubectl fails, want above 0", v)
 		}
 	})
 
-	failKubeadm(false)
+	failKubectl(false)
 	t.Run("token alert resolved", func(t *testing.T) {
 		start := time.Now()
 		prom.waitAlert(t, 90*time.Second, tokenAlert, "")
-		t.Logf("resolved %s after kubeadm worked again", time.Since(start).Round(100*time.Millisecond))
+		t.Logf("resolved %s after kubectl worked again", time.Since(start).Round(100*time.Millisecond))
 	})
 
 	t.Run("every recording rule yields series", func(t *testing.T) {
@@ -96,21 +96,18 @@ func TestPrometheusRulesAndTokenAlert(t *testing.T) {
 	t.Logf("storm: %d requests, %d failed", sent.Load(), failed.Load())
 }
 
-// failableBinDir returns a -bin-dir whose kubeadm runs the real one until
-// fail(true), then exits 1 with an error on stderr until fail(false). Its
-// kubectl is the real one.
+// failableBinDir returns a -bin-dir whose kubectl runs the real one until
+// fail(true), then fails every create (a token) with an error on stderr
+// until fail(false).
 func failableBinDir(t *testing.T, realDir string) (string, func(bool)) {
 	t.Helper()
 	dir := t.TempDir()
-	script := fmt.Sprintf("#!/bin/sh\nif [ -e \"$0.fail\" ]; then echo 'error: injected failure' >&2; exit 1; fi\nexec %q \"$@\"\n",
-		filepath.Join(realDir, "kubeadm"))
-	if err := os.WriteFile(filepath.Join(dir, "kubeadm"), []byte(script), 0o755); err != nil {
+	script := fmt.Sprintf("#!/bin/sh\ncase \" $* \" in *\" create \"*) if [ -e \"$0.fail\" ]; then echo 'error: injected failure' >&2; exit 1; fi;; esac\nexec %q \"$@\"\n",
+		filepath.Join(realDir, "kubectl"))
+	if err := os.WriteFile(filepath.Join(dir, "kubectl"), []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Symlink(filepath.Join(realDir, "kubectl"), filepath.Join(dir, "kubectl")); err != nil {
-		t.Fatal(err)
-	}
-	flag := filepath.Join(dir, "kubeadm.fail")
+	flag := filepath.Join(dir, "kubectl.fail")
 	return dir, func(fail bool) {
 		if fail {
 			if err := os.WriteFile(flag, nil, 0o644); err != nil {

@@ -18,10 +18,10 @@ import (
 // spread round-robin over three server processes against one API server,
 // with the default limit (3 live tokens per host): every machine gets its
 // own token, in its host's first slot, and none is refused. With the exec
-// backend each replica may run only 4 kubeadm at once
+// backend each replica may run only 4 kubectl at once
 // (-max-concurrent-commands 4) and never runs more; the deadline is long
 // enough that no request is shed. The wall time, latencies, each replica's
-// peak memory and peak kubeadm count are logged (go test -v).
+// peak memory and peak kubectl count are logged (go test -v).
 func TestStorm500Replicas(t *testing.T) {
 	alone(t)
 	e := env(t)
@@ -49,11 +49,11 @@ func TestStorm500Replicas(t *testing.T) {
 		}
 		responses := make([]response, machines)
 		errs := make([]error, machines)
-		// Each replica's kubeadm children, every 10 ms while the storm
+		// Each replica's kubectl children, every 10 ms while the storm
 		// lasts.
 		samplers := make([]*peakSampler, replicas)
 		for i, s := range servers {
-			samplers[i] = samplePeak(s.Pid(), "kubeadm", 10*time.Millisecond)
+			samplers[i] = samplePeak(s.Pid(), "kubectl", 10*time.Millisecond)
 		}
 		wall := storm.Release(machines, func(i int) {
 			responses[i], errs[i] = send(http.MethodPost, servers[i%replicas].URL+"/v2/allocate_k8s_token", bodies[i])
@@ -74,16 +74,16 @@ func TestStorm500Replicas(t *testing.T) {
 			storm.Percentile(latencies, 50).Round(time.Millisecond), storm.Percentile(latencies, 99).Round(time.Millisecond),
 			latencies[len(latencies)-1].Round(time.Millisecond))
 		for i, s := range servers {
-			t.Logf("replica %d: VmHWM %s (race detector in the server: %v), peak kubeadm children %d", i, procStatus(s.Pid(), "VmHWM"), raceEnabled, peaks[i])
+			t.Logf("replica %d: VmHWM %s (race detector in the server: %v), peak kubectl children %d", i, procStatus(s.Pid(), "VmHWM"), raceEnabled, peaks[i])
 		}
 		if backend == "exec" {
 			for i, peak := range peaks {
 				if peak > slots {
-					t.Errorf("replica %d: peak kubeadm processes at once = %d, want at most %d (-max-concurrent-commands)", i, peak, slots)
+					t.Errorf("replica %d: peak kubectl processes at once = %d, want at most %d (-max-concurrent-commands)", i, peak, slots)
 				}
 			}
 			if slices.Max(peaks) == 0 {
-				t.Errorf("never saw a kubeadm child of a replica: the sampling is broken")
+				t.Errorf("never saw a kubectl child of a replica: the sampling is broken")
 			}
 		}
 		checkJoinTokens(t, e, hosts, responses)

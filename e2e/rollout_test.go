@@ -16,7 +16,7 @@ import (
 )
 
 // TestSIGTERMDuringStorm sends SIGTERM while 40 token requests are running
-// their (slowed) kubeadm, with -shutdown-delay 3s: /ready answers 503 from
+// their (slowed) kubectl, with -shutdown-delay 3s: /ready answers 503 from
 // the signal on while / still answers 200, requests on connections opened
 // during the delay are served, and every request accepted gets its token
 // before the server exits with status 0.
@@ -49,8 +49,8 @@ func TestSIGTERMDuringStorm(t *testing.T) {
 		ask(i)
 	}
 	err := Poll(2*time.Minute, 10*time.Millisecond, s.proc, func(context.Context) error {
-		if n := childrenNamed(s.Pid(), "kubeadm"); n < inFlight/2 {
-			return fmt.Errorf("%d kubeadm children of the server, want %d", n, inFlight/2)
+		if n := childrenNamed(s.Pid(), "kubectl"); n < inFlight/2 {
+			return fmt.Errorf("%d kubectl children of the server, want %d", n, inFlight/2)
 		}
 		return nil
 	})

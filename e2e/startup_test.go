@@ -32,14 +32,14 @@ func TestBrokenSetUpStopsAtStart(t *testing.T) {
 	}
 	server := filepath.Join(open, "epoxy-extensions")
 	copyExecutable(t, e.serverBinary(t), server)
-	onlyKubectl := filepath.Join(open, "only-kubectl")
+	onlyKubeadm := filepath.Join(open, "only-kubeadm")
 	noExec := filepath.Join(open, "kubectl-not-executable")
-	for _, d := range []string{onlyKubectl, noExec} {
+	for _, d := range []string{onlyKubeadm, noExec} {
 		if err := os.Mkdir(d, 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
-	copyExecutable(t, filepath.Join(tools, "kubectl"), filepath.Join(onlyKubectl, "kubectl"))
+	copyExecutable(t, filepath.Join(tools, "kubeadm"), filepath.Join(onlyKubeadm, "kubeadm"))
 	copyExecutable(t, filepath.Join(tools, "kubeadm"), filepath.Join(noExec, "kubeadm"))
 	if err := os.WriteFile(filepath.Join(noExec, "kubectl"), []byte("#!/bin/sh\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -60,8 +60,8 @@ func TestBrokenSetUpStopsAtStart(t *testing.T) {
 			want: []string{"/nonexistent/k", "does not exist"}},
 		{name: "admin.conf unreadable by the user", user: "65534", env: []string{"KUBECONFIG=" + admin},
 			args: []string{"-bin-dir", tools}, want: []string{admin, "not readable", "uid 65534", "run it as root"}},
-		{name: "kubeadm missing", env: []string{"KUBECONFIG=" + admin},
-			args: []string{"-bin-dir", onlyKubectl}, want: []string{onlyKubectl, "kubeadm"}},
+		{name: "kubectl missing", env: []string{"KUBECONFIG=" + admin},
+			args: []string{"-bin-dir", onlyKubeadm}, want: []string{onlyKubeadm, "must hold kubectl"}},
 		{name: "kubectl not executable", env: []string{"KUBECONFIG=" + admin},
 			args: []string{"-bin-dir", noExec}, want: []string{filepath.Join(noExec, "kubectl"), "not an executable"}},
 		{name: "unknown backend", env: []string{"KUBECONFIG=" + admin},

@@ -12,7 +12,7 @@ import (
 
 // hungBinDir returns a -bin-dir whose kubeadm and kubectl are hangScript,
 // except that kubectl reading the token slots (`get secret`) answers at
-// once that none is taken, so that a token request reaches kubeadm. At the
+// once that none is taken. At the
 // end of the test (after the server stopped, when called before
 // startServer) it kills whatever hung process the server failed to kill.
 func hungBinDir(t *testing.T) string {
@@ -41,10 +41,10 @@ func hungBinDir(t *testing.T) string {
 	return binDir
 }
 
-// TestCommandTimeout runs a kubeadm and a kubectl that hang under a server
-// whose -command-timeout is far shorter than its -backend-timeout: the run
-// is killed at the command timeout, on its own, and the request gets its
-// 500 then, not when the backend deadline comes.
+// TestCommandTimeout runs a kubectl that hangs under a server whose
+// -command-timeout is far shorter than its -backend-timeout: the run is
+// killed at the command timeout, on its own, and the request gets its 503
+// with Retry-After then, not when the backend deadline comes.
 func TestCommandTimeout(t *testing.T) {
 	parallel(t)
 	const (
@@ -61,15 +61,15 @@ func TestCommandTimeout(t *testing.T) {
 	tests := []struct {
 		tool, path, host string
 	}{
-		{"kubeadm", "/v2/allocate_k8s_token", "mlab1-cto01.mlab-sandbox.measurement-lab.org"},
+		{"kubectl", "/v2/allocate_k8s_token", "mlab1-cto01.mlab-sandbox.measurement-lab.org"},
 		{"kubectl", "/v1/node/delete", "mlab1-cto02.mlab-sandbox.measurement-lab.org"},
 	}
 	for _, tc := range tests {
-		t.Run(tc.tool, func(t *testing.T) {
+		t.Run(tc.path, func(t *testing.T) {
 			got := post(t, s, tc.path, extensionBody(t, tc.host, ""))
 			t.Logf("answered %d after %s", got.status, got.elapsed.Round(time.Millisecond))
-			if got.status != 500 {
-				t.Errorf("status = %d, want 500", got.status)
+			if got.status != 503 || got.retryAfter == "" {
+				t.Errorf("status = %d, Retry-After %q, want 503 with Retry-After", got.status, got.retryAfter)
 			}
 			if len(got.body) != 0 {
 				t.Errorf("body = %q, want empty", got.body)

@@ -54,7 +54,15 @@ var (
 	// deadline; the API server overloaded): the caller may retry after
 	// RetryAfter.
 	ErrBusy = &Refusal{http.StatusServiceUnavailable, "busy"}
+	// ErrClientGone is a request whose caller went away before the answer:
+	// neither a backend failure nor overload. Nobody reads its status;
+	// metrics record it as 499, nginx's "client closed request".
+	ErrClientGone = &Refusal{StatusClientClosedRequest, "client_gone"}
 )
+
+// StatusClientClosedRequest is the status recorded for a request whose
+// caller went away (nginx's 499).
+const StatusClientClosedRequest = 499
 
 // RetryAfter is the Retry-After header sent with ErrBusy, in seconds.
 const RetryAfter = "30"
@@ -141,6 +149,8 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, o outcome, err err
 	var limit interface{ RetryTime() time.Time } // token.LimitError
 	retry := RetryAfter
 	switch {
+	case r.Context().Err() != nil:
+		err = fmt.Errorf("%w: %w", ErrClientGone, err)
 	case errors.As(err, &limit):
 		err = fmt.Errorf("%w: %w", ErrTokenLimit, err)
 		retry = retryAfter(limit.RetryTime(), time.Now())

@@ -82,8 +82,8 @@ func TestName(t *testing.T) {
 	if got := (&API{}).Name(); got != "kube_api" {
 		t.Errorf("API.Name() = %q, want kube_api", got)
 	}
-	if got := (&Kubeadm{}).Name(); got != "kubeadm" {
-		t.Errorf("Kubeadm.Name() = %q, want kubeadm", got)
+	if got := (&Kubectl{}).Name(); got != "kubectl" {
+		t.Errorf("Kubectl.Name() = %q, want kubectl", got)
 	}
 }
 

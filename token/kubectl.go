@@ -26,17 +26,33 @@ const slotTemplate = `{{define "s"}}{{.metadata.name}}{{"\x1f"}}{{.metadata.uid}
 	`{{with .data}}{{with index . "description"}}{{base64decode .}}{{end}}{{end}}{{"\x1e"}}{{end}}` +
 	`{{if eq .kind "List"}}{{range .items}}{{template "s" .}}{{end}}{{else}}{{template "s" .}}{{end}}`
 
-var _ Lister = (*Kubeadm)(nil)
-
-func (k *Kubeadm) kubectl(ctx context.Context, args ...string) ([]byte, error) {
+// kubectl runs kubectl with args. A failure the API server answered with
+// 429 or 503 says overload (its Overloaded method), which the handler
+// answers with 503 and Retry-After, as the api backend does.
+func (k *Kubectl) kubectl(ctx context.Context, args ...string) ([]byte, error) {
 	if k.Kubeconfig != "" {
 		args = append([]string{"--kubeconfig", k.Kubeconfig}, args...)
 	}
-	return k.Runner.Run(ctx, filepath.Join(k.BinDir, "kubectl"), args...)
+	out, err := k.Runner.Run(ctx, filepath.Join(k.BinDir, "kubectl"), args...)
+	if err != nil {
+		if msg := err.Error(); strings.Contains(msg, "Error from server (TooManyRequests)") ||
+			strings.Contains(msg, "Error from server (ServiceUnavailable)") {
+			return out, overloaded{err}
+		}
+	}
+	return out, err
 }
 
+// overloaded is a kubectl run the API server turned away for overload.
+type overloaded struct{ error }
+
+func (o overloaded) Unwrap() error { return o.error }
+
+// Overloaded reports that the API server was overloaded.
+func (overloaded) Overloaded() bool { return true }
+
 // Get returns the Secret of token id, with one kubectl run.
-func (k *Kubeadm) Get(ctx context.Context, id string) (Slot, bool, error) {
+func (k *Kubectl) Get(ctx context.Context, id string) (Slot, bool, error) {
 	all, err := k.GetAll(ctx, []string{id})
 	if err != nil {
 		return Slot{}, false, err
@@ -47,7 +63,7 @@ func (k *Kubeadm) Get(ctx context.Context, id string) (Slot, bool, error) {
 
 // GetAll runs `kubectl get secret bootstrap-token-ID…` once for every id
 // and returns the Secrets that exist.
-func (k *Kubeadm) GetAll(ctx context.Context, ids []string) (map[string]Slot, error) {
+func (k *Kubectl) GetAll(ctx context.Context, ids []string) (map[string]Slot, error) {
 	if len(ids) == 0 {
 		return nil, nil
 	}
@@ -103,7 +119,7 @@ func parseSlots(out string) (map[string]Slot, error) {
 // Remove deletes the Secret of s with `kubectl delete --raw`, which, unlike
 // `kubectl delete secret`, sends DeleteOptions: their preconditions make
 // the delete fail if the Secret was replaced since it was read.
-func (k *Kubeadm) Remove(ctx context.Context, s Slot) error {
+func (k *Kubectl) Remove(ctx context.Context, s Slot) error {
 	name := bootstraputil.BootstrapTokenSecretName(s.ID)
 	opts := metav1.DeleteOptions{
 		TypeMeta:      metav1.TypeMeta{APIVersion: "v1", Kind: "DeleteOptions"},
@@ -120,20 +136,12 @@ func (k *Kubeadm) Remove(ctx context.Context, s Slot) error {
 	if err != nil {
 		return fmt.Errorf("delete options: %w", err)
 	}
-	f, err := os.CreateTemp("", "epoxy-extensions-delete-*.json")
+	file, err := writeTemp("epoxy-extensions-delete-*.json", body)
 	if err != nil {
 		return fmt.Errorf("delete options: %w", err)
 	}
-	defer os.Remove(f.Name())
-	_, err = f.Write(body)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("delete options: %w", err)
-	}
-	path := "/api/v1/namespaces/" + metav1.NamespaceSystem + "/secrets/" + name
-	if _, err := k.kubectl(ctx, "delete", "--raw", path, "--filename", f.Name()); err != nil {
+	defer os.Remove(file)
+	if _, err := k.kubectl(ctx, "delete", "--raw", secretsPath+"/"+name, "--filename", file); err != nil {
 		if msg := err.Error(); strings.Contains(msg, "NotFound") || strings.Contains(msg, "Conflict") ||
 			strings.Contains(msg, "not found") || strings.Contains(msg, "Precondition failed") {
 			return fmt.Errorf("kubectl delete secret %s: %w", name, errors.Join(ErrSlotChanged, err))

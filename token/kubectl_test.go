@@ -18,7 +18,7 @@ func rec(name, uid, rv, created, typ, exp, desc string) string {
 	return strings.Join([]string{name, uid, rv, created, typ, exp, desc}, "\x1f") + "\x1e"
 }
 
-func TestKubeadmGetAll(t *testing.T) {
+func TestKubectlGetAll(t *testing.T) {
 	const bt = "bootstrap.kubernetes.io/token"
 	created := "2026-11-20T10:00:00Z"
 	tests := []struct {
@@ -50,7 +50,7 @@ func TestKubeadmGetAll(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			r := &fakeRunner{out: tc.out, err: tc.runErr}
-			k := &token.Kubeadm{Runner: r, BinDir: "/usr/bin", Kubeconfig: "/etc/kubernetes/admin.conf"}
+			k := &token.Kubectl{Runner: r, BinDir: "/usr/bin", Kubeconfig: "/etc/kubernetes/admin.conf"}
 			got, err := k.GetAll(context.Background(), []string{"aaaaaa", "bbbbbb"})
 			if (err != nil) != tc.wantErr {
 				t.Fatalf("GetAll() error = %v, want error: %t", err, tc.wantErr)
@@ -80,7 +80,7 @@ func TestKubeadmGetAll(t *testing.T) {
 	}
 }
 
-func TestKubeadmRemove(t *testing.T) {
+func TestKubectlRemove(t *testing.T) {
 	tests := []struct {
 		name        string
 		runErr      error
@@ -107,7 +107,7 @@ func TestKubeadmRemove(t *testing.T) {
 				}
 				return "", tc.runErr
 			}}
-			k := &token.Kubeadm{Runner: r, BinDir: "/usr/bin"}
+			k := &token.Kubectl{Runner: r, BinDir: "/usr/bin"}
 			err := k.Remove(context.Background(), token.Slot{ID: "aaaaaa", UID: "u1", ResourceVersion: "7"})
 			if (err != nil) != tc.wantErr || errors.Is(err, token.ErrSlotChanged) != tc.wantChanged {
 				t.Errorf("Remove() error = %v, want error %t, ErrSlotChanged %t", err, tc.wantErr, tc.wantChanged)

@@ -117,6 +117,11 @@ func (s *Slots) Create(ctx context.Context, host string) (Join, error) {
 		return Join{}, fmt.Errorf("token TTL %v is not positive", s.TTL)
 	}
 	description := Description(host)
+	ctx, release, err := s.admit(ctx)
+	if err != nil {
+		return Join{}, err
+	}
+	defer release()
 	n := s.limit(host)
 	if n <= 0 {
 		return s.createRandom(ctx, description)
@@ -125,11 +130,24 @@ func (s *Slots) Create(ctx context.Context, host string) (Join, error) {
 	for i := range ids {
 		ids[i] = SlotID(host, i)
 	}
+	// Slot 0 first, unread: a host that holds no live token, the usual
+	// case in a boot storm, costs one create. Only when a create finds its
+	// slot taken are the slots read, all the rest at once with a Lister.
 	var known map[string]Slot
-	if l, ok := s.Store.(Lister); ok {
-		var err error
-		if known, err = l.GetAll(ctx, ids); err != nil {
-			return Join{}, err
+	listed := false
+	lookup := func(i int) func() (Slot, bool, error) {
+		return func() (Slot, bool, error) {
+			l, ok := s.Store.(Lister)
+			if !ok || listed {
+				return s.Store.Get(ctx, ids[i])
+			}
+			var err error
+			if known, err = l.GetAll(ctx, ids[i:]); err != nil {
+				return Slot{}, false, err
+			}
+			listed = true
+			slot, found := known[ids[i]]
+			return slot, found, nil
 		}
 	}
 	var oldest time.Time
@@ -146,7 +164,7 @@ func (s *Slots) Create(ctx context.Context, host string) (Join, error) {
 			if found && slot.Description == description {
 				stale = &slot
 			}
-			join, live, err = s.take(ctx, id, description, stale)
+			join, live, err = s.take(ctx, id, description, stale, lookup(i))
 		}
 		if err != nil {
 			return Join{}, fmt.Errorf("slot %d: %w", i, err)
@@ -179,7 +197,8 @@ func (s *Slots) createRandom(ctx context.Context, description string) (Join, err
 }
 
 // take tries to create a token for description in slot id, first removing
-// stale when it is set. It returns the
+// stale when it is set; get reads the slot when the create finds it taken.
+// It returns the
 // join details, or, when the slot is not free, a non-zero time after which
 // it may be: the expiration of the host's live token in it, or for a slot
 // another host holds (or that keeps changing), the end of a TTL from now.
@@ -188,7 +207,7 @@ func (s *Slots) createRandom(ctx context.Context, description string) (Join, err
 // time: creation is atomic, and an expired token is deleted only if it is
 // still the Secret that was read, so two replicas cannot both free one slot
 // and then both fill it.
-func (s *Slots) take(ctx context.Context, id, description string, stale *Slot) (Join, time.Time, error) {
+func (s *Slots) take(ctx context.Context, id, description string, stale *Slot, get func() (Slot, bool, error)) (Join, time.Time, error) {
 	if stale != nil {
 		// Known to hold this host's expired token: free it before creating,
 		// unless it changed since it was read (then the create tells).
@@ -209,7 +228,7 @@ func (s *Slots) take(ctx context.Context, id, description string, stale *Slot) (
 		if !errors.Is(err, ErrSlotTaken) {
 			return Join{}, time.Time{}, err
 		}
-		slot, found, err := s.Store.Get(ctx, id)
+		slot, found, err := get()
 		if err != nil {
 			return Join{}, time.Time{}, err
 		}
@@ -252,6 +271,11 @@ func (s *Slots) held(slot Slot, description string, now time.Time) time.Time {
 func (s *Slots) Revoke(ctx context.Context, host string, notAfter time.Time) (int, error) {
 	n := s.limit(host)
 	description := Description(host)
+	ctx, release, err := s.admit(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer release()
 	revoked := 0
 	var errs []error
 	var known map[string]Slot
@@ -260,7 +284,6 @@ func (s *Slots) Revoke(ctx context.Context, host string, notAfter time.Time) (in
 		for i := range ids {
 			ids[i] = SlotID(host, i)
 		}
-		var err error
 		if known, err = l.GetAll(ctx, ids); err != nil {
 			return 0, err
 		}
@@ -268,7 +291,6 @@ func (s *Slots) Revoke(ctx context.Context, host string, notAfter time.Time) (in
 	for i := range n {
 		var slot Slot
 		var found bool
-		var err error
 		if known != nil {
 			slot, found = known[SlotID(host, i)]
 		} else if slot, found, err = s.Store.Get(ctx, SlotID(host, i)); err != nil {

@@ -354,3 +354,63 @@ func TestSlotsRevoke(t *testing.T) {
 		t.Errorf("live tokens = %d after Revoke, want 0", got)
 	}
 }
+
+// countingLister counts GetAll calls of the api store read as a Lister.
+type countingLister struct {
+	listerAPI
+	mu    sync.Mutex
+	lists [][]string
+}
+
+func (c *countingLister) GetAll(ctx context.Context, ids []string) (map[string]Slot, error) {
+	c.mu.Lock()
+	c.lists = append(c.lists, ids)
+	c.mu.Unlock()
+	return c.listerAPI.GetAll(ctx, ids)
+}
+
+// TestSlotsCreateReadsOnlyWhenTaken checks the calls a Create makes with a
+// Lister (the exec store, one process per call): a host without a live
+// token costs one create and no read; a host whose slot 0 is taken, one
+// read of the other slots, at once.
+func TestSlotsCreateReadsOnlyWhenTaken(t *testing.T) {
+	live := clock.Add(time.Minute)
+	tests := []struct {
+		name      string
+		taken     int // slots 0..taken-1 hold live tokens of the host
+		wantCalls []string
+		wantLists int
+	}{
+		{"fresh host: one create", 0, []string{"create 0"}, 0},
+		{"slot 0 taken: one read, then slot 1", 1, []string{"create 0", "create 1"}, 1},
+		{"all taken: one read, no more creates", 3, []string{"create 0"}, 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s, f := newSlots(3)
+			l := &countingLister{listerAPI: listerAPI{s.Store.(*API)}}
+			s.Store = l
+			for i := range tc.taken {
+				f.put(SlotID(slotHost, i), "aaaaaaaaaaaaaaaa", Description(slotHost), live)
+			}
+			f.calls = nil
+			s.Create(context.Background(), slotHost)
+			var got []string
+			for _, c := range f.calls {
+				if op, name, _ := strings.Cut(c, " "); op == "create" {
+					for i := range 3 {
+						if name == "bootstrap-token-"+SlotID(slotHost, i) {
+							got = append(got, fmt.Sprintf("create %d", i))
+						}
+					}
+				}
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tc.wantCalls) {
+				t.Errorf("creates %v, want %v", got, tc.wantCalls)
+			}
+			if len(l.lists) != tc.wantLists {
+				t.Errorf("%d reads of the slots (%v), want %d", len(l.lists), l.lists, tc.wantLists)
+			}
+		})
+	}
+}

@@ -21,7 +21,7 @@ type Slot struct {
 	Created, Expires time.Time
 }
 
-// Store keeps bootstrap tokens in the cluster. API and Kubeadm implement it.
+// Store keeps bootstrap tokens in the cluster. API and Kubectl implement it.
 type Store interface {
 	// Put creates the token tok (id.secret) with description, expiring at
 	// expires, and returns the join details. It returns an error wrapping
@@ -37,11 +37,30 @@ type Store interface {
 }
 
 // Lister is a Store that reads several slots in one call, cheaper than one
-// Get each when every call is a process (Kubeadm). Slots then reads a host's
-// slots first and tries to create only in those that may be free.
+// Get each when every call is a process (Kubectl). When a create finds a
+// host's slot taken, Slots reads the rest of its slots at once and tries to
+// create only in those that may be free.
 type Lister interface {
 	// GetAll returns the Secrets of those ids that exist, by id.
 	GetAll(ctx context.Context, ids []string) (map[string]Slot, error)
+}
+
+// Admitter is a Store that admits a request before its first call, e.g.
+// by holding one command slot for all of its calls (Kubectl). Slots admits
+// every Create and Revoke once.
+type Admitter interface {
+	// Admit returns the context the request's calls use and a release to
+	// call when it is done, or an error when the request cannot be taken
+	// on in time.
+	Admit(ctx context.Context) (_ context.Context, release func(), _ error)
+}
+
+// admit admits a request with the Store when it is an Admitter.
+func (s *Slots) admit(ctx context.Context) (context.Context, func(), error) {
+	if a, ok := s.Store.(Admitter); ok {
+		return a.Admit(ctx)
+	}
+	return ctx, func() {}, nil
 }
 
 var (

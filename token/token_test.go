@@ -12,11 +12,14 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+
 	"github.com/m-lab/epoxy-extensions/command"
+	"github.com/m-lab/epoxy-extensions/kube"
 	"github.com/m-lab/epoxy-extensions/token"
 )
 
-// Both the real runner and the fake satisfy the interface Kubeadm needs.
+// Both the real runner and the fake satisfy the interface Kubectl needs.
 var (
 	_ command.Runner = command.Exec{}
 	_ command.Runner = (*fakeRunner)(nil)
@@ -25,20 +28,13 @@ var (
 const (
 	tok    = "abcdef.0123456789abcdef"
 	secret = "0123456789abcdef"
-	// sha256("test") and sha256(""): well formed, and free of the secret.
-	hashA = "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
-	hashB = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-	// A control-plane certificate key, 32 bytes in hex.
-	certKey = "d5f1c3b2a4e6f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f7081"
+	// sha256("test"): well formed, and free of the secret.
+	hashA       = "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+	secretsPath = "/api/v1/namespaces/kube-system/secrets"
+	secretPath  = secretsPath + "/bootstrap-token-abcdef"
 )
 
-// Outputs of `kubeadm token create --print-join-command`, as kubeadm prints
-// them: note the trailing space before the newline.
-var (
-	plainOutput        = "kubeadm join 10.0.0.1:6443 --token " + tok + " --discovery-token-ca-cert-hash " + hashA + " \n"
-	severalCAsOutput   = "kubeadm join 10.0.0.1:6443 --token " + tok + " --discovery-token-ca-cert-hash " + hashA + " --discovery-token-ca-cert-hash " + hashB + " \n"
-	controlPlaneOutput = "kubeadm join 10.0.0.1:6443 --token " + tok + " --discovery-token-ca-cert-hash " + hashA + " --control-plane --certificate-key " + certKey + " \n"
-)
+var cluster = kube.Cluster{APIAddress: "10.0.0.1:6443", CAHash: hashA}
 
 // assertNoSecret fails unless err's text is free of the token secret, in any
 // case and even cut short by one character.
@@ -82,245 +78,308 @@ func (f *fakeRunner) Run(ctx context.Context, path string, args ...string) ([]by
 
 type ctxKey struct{}
 
-// configFile is the kubeadm configuration Kubeadm.Put writes.
-type configFile struct {
-	APIVersion, Kind string
-	BootstrapTokens  []struct {
-		Token, Description, TTL string
-		Usages, Groups          []string
+// verb is what a kubectl run does: "create", "get" or "delete" and its
+// --raw path, e.g. "create /api/v1/namespaces/kube-system/secrets".
+func verb(args []string) string {
+	i := slices.Index(args, "--raw")
+	if i < 1 || i+1 >= len(args) {
+		return strings.Join(args, " ")
 	}
+	return args[i-1] + " " + args[i+1]
 }
 
-// readConfig reads the configuration at path, which must be readable by
-// its owner alone.
-func readConfig(t *testing.T, path string) configFile {
+// readSecretFile reads the Secret kubectl create is given, which must be
+// readable by its owner alone.
+func readSecretFile(t *testing.T, args []string) *corev1.Secret {
 	t.Helper()
-	fi, err := os.Stat(path)
+	i := slices.Index(args, "--filename")
+	if i < 0 || i+1 >= len(args) {
+		t.Fatalf("kubectl create without --filename: %q", args)
+	}
+	fi, err := os.Stat(args[i+1])
 	if err != nil {
-		t.Fatalf("kubeadm configuration: %v", err)
+		t.Fatalf("the Secret file: %v", err)
 	}
 	if fi.Mode().Perm() != 0o600 {
-		t.Errorf("kubeadm configuration has mode %v, want 0600", fi.Mode().Perm())
+		t.Errorf("the Secret file has mode %v, want 0600", fi.Mode().Perm())
 	}
-	b, err := os.ReadFile(path)
+	b, err := os.ReadFile(args[i+1])
 	if err != nil {
 		t.Fatal(err)
 	}
-	var c configFile
-	if err := json.Unmarshal(b, &c); err != nil {
-		t.Fatalf("kubeadm configuration %q: %v", b, err)
+	var s corev1.Secret
+	if err := json.Unmarshal(b, &s); err != nil {
+		t.Fatalf("the Secret file: %v", err)
 	}
-	return c
+	return &s
 }
 
-func TestKubeadmPut(t *testing.T) {
-	errRun := errors.New("kubeadm: exit status 1: stderr: \"error: timed out\"")
+// stored is the API server's answer for a Secret holding tokenSecret.
+func stored(tokenSecret string) string {
+	return `{"kind":"Secret","apiVersion":"v1","metadata":{"name":"bootstrap-token-abcdef","uid":"u1","resourceVersion":"42"},` +
+		`"data":{"token-secret":"` + b64(tokenSecret) + `"},"type":"bootstrap.kubernetes.io/token"}`
+}
+
+func b64(s string) string {
+	b, _ := json.Marshal([]byte(s))
+	return strings.Trim(string(b), `"`)
+}
+
+// killed is kubectl killed at its deadline.
+var killed = &command.KilledError{Path: "/usr/bin/kubectl", Err: context.DeadlineExceeded}
+
+func TestKubectlPut(t *testing.T) {
+	defer token.SetLateChecks(nil)()
+	expires := time.Date(2026, 11, 20, 10, 5, 0, 0, time.UTC)
+	const host = "mlab1-lga01.mlab-oti.measurement-lab.org"
 	tests := []struct {
-		name       string
-		kubeadm    token.Kubeadm
-		host       string
-		out        string
-		runErr     error
-		wantArgs   []string
+		name string
+		// answers by verb; a missing verb fails the test.
+		answers    map[string]func() (string, error)
 		want       token.Join
 		wantErrIs  error
-		wantNotBad bool // the error must not claim bad output
+		wantCalls  []string
+		overloaded bool // the error must say overload (503)
 	}{
 		{
-			name:    "named host, no kubeconfig",
-			kubeadm: token.Kubeadm{BinDir: "/usr/bin", TTL: 5 * time.Minute},
-			host:    "mlab1-lga01.mlab-oti.measurement-lab.org",
-			out:     plainOutput,
-			wantArgs: []string{"token", "create", tok, "--ttl", "5m0s", "--print-join-command",
-				"--description", "Allow mlab1-lga01.mlab-oti.measurement-lab.org to join the cluster"},
-			want: token.Join{APIAddress: "10.0.0.1:6443", Token: tok, CAHash: hashA},
+			name:      "created",
+			answers:   map[string]func() (string, error){"create " + secretsPath: func() (string, error) { return stored(secret), nil }},
+			want:      token.Join{APIAddress: cluster.APIAddress, Token: tok, CAHash: hashA},
+			wantCalls: []string{"create " + secretsPath},
 		},
 		{
-			name:    "kubeconfig is passed when set",
-			kubeadm: token.Kubeadm{BinDir: "/opt/k8s/bin", Kubeconfig: "/etc/kubernetes/admin.conf", TTL: 5 * time.Minute},
-			host:    "mlab1-lga01.mlab-oti.measurement-lab.org-d9h6",
-			out:     controlPlaneOutput,
-			wantArgs: []string{"token", "create", tok, "--ttl", "5m0s", "--print-join-command",
-				"--description", "Allow mlab1-lga01.mlab-oti.measurement-lab.org-d9h6 to join the cluster",
-				"--kubeconfig", "/etc/kubernetes/admin.conf"},
-			want: token.Join{APIAddress: "10.0.0.1:6443", Token: tok, CAHash: hashA},
+			name: "an id that exists is a taken slot, never overwritten",
+			answers: map[string]func() (string, error){"create " + secretsPath: func() (string, error) {
+				return "", errors.New(`/usr/bin/kubectl: exit status 1: stderr: "Error from server (AlreadyExists): secrets \"bootstrap-token-abcdef\" already exists"`)
+			}},
+			wantErrIs: token.ErrSlotTaken,
+			wantCalls: []string{"create " + secretsPath},
 		},
 		{
-			name:    "empty host gets the unnamed description",
-			kubeadm: token.Kubeadm{BinDir: "/usr/bin", TTL: 10 * time.Minute},
-			host:    "",
-			out:     severalCAsOutput,
-			wantArgs: []string{"token", "create", tok, "--ttl", "10m0s", "--print-join-command",
-				"--description", "Allow an unnamed machine to join the cluster"},
-			want: token.Join{APIAddress: "10.0.0.1:6443", Token: tok, CAHash: hashA},
+			name: "refused by the API server: nothing to undo",
+			answers: map[string]func() (string, error){"create " + secretsPath: func() (string, error) {
+				return "", errors.New(`/usr/bin/kubectl: exit status 1: stderr: "Error from server (TooManyRequests): the server has received too many requests"`)
+			}},
+			wantCalls:  []string{"create " + secretsPath},
+			overloaded: true,
 		},
 		{
-			name:    "runner failure is wrapped",
-			kubeadm: token.Kubeadm{BinDir: "/usr/bin", TTL: 5 * time.Minute},
-			host:    "mlab1-lga01.mlab-oti.measurement-lab.org",
-			runErr:  errRun,
-			wantArgs: []string{"token", "create", tok, "--ttl", "5m0s", "--print-join-command",
-				"--description", "Allow mlab1-lga01.mlab-oti.measurement-lab.org to join the cluster"},
-			wantErrIs:  errRun,
-			wantNotBad: true,
-		},
-		{
-			name:    "deadline from the runner is wrapped",
-			kubeadm: token.Kubeadm{BinDir: "/usr/bin", TTL: 5 * time.Minute},
-			host:    "mlab1-lga01.mlab-oti.measurement-lab.org",
-			runErr:  fmt.Errorf("/usr/bin/kubeadm killed: %w", context.DeadlineExceeded),
-			wantArgs: []string{"token", "create", tok, "--ttl", "5m0s", "--print-join-command",
-				"--description", "Allow mlab1-lga01.mlab-oti.measurement-lab.org to join the cluster"},
+			name: "killed at its deadline after the create was stored: the Secret is deleted",
+			answers: map[string]func() (string, error){
+				"create " + secretsPath: func() (string, error) { return "", killed },
+				"get " + secretPath:     func() (string, error) { return stored(secret), nil },
+				"delete " + secretPath:  func() (string, error) { return "", nil },
+			},
 			wantErrIs:  context.DeadlineExceeded,
-			wantNotBad: true,
+			overloaded: true,
+			wantCalls:  []string{"create " + secretsPath, "get " + secretPath, "delete " + secretPath},
 		},
 		{
-			name:    "an id that exists is a taken slot",
-			kubeadm: token.Kubeadm{BinDir: "/usr/bin", TTL: 5 * time.Minute},
-			host:    "mlab1-lga01.mlab-oti.measurement-lab.org",
-			runErr:  errors.New("/usr/bin/kubeadm: exit status 1: stderr: \"error: a token with id \\\"abcdef\\\" already exists\""),
-			wantArgs: []string{"token", "create", tok, "--ttl", "5m0s", "--print-join-command",
-				"--description", "Allow mlab1-lga01.mlab-oti.measurement-lab.org to join the cluster"},
-			wantErrIs:  token.ErrSlotTaken,
-			wantNotBad: true,
+			name: "killed, and the slot holds another token: left alone",
+			answers: map[string]func() (string, error){
+				"create " + secretsPath: func() (string, error) { return "", killed },
+				"get " + secretPath:     func() (string, error) { return stored("ffffffffffffffff"), nil },
+			},
+			wantErrIs:  context.DeadlineExceeded,
+			overloaded: true,
+			wantCalls:  []string{"create " + secretsPath, "get " + secretPath},
 		},
 		{
-			name:    "garbage output is bad output",
-			kubeadm: token.Kubeadm{BinDir: "/usr/bin", TTL: 5 * time.Minute},
-			host:    "mlab1-lga01.mlab-oti.measurement-lab.org",
-			out:     "W1120 10:00:00.000000 1 warnings.go:70] something\n" + tok + "\n",
-			wantArgs: []string{"token", "create", tok, "--ttl", "5m0s", "--print-join-command",
-				"--description", "Allow mlab1-lga01.mlab-oti.measurement-lab.org to join the cluster"},
+			name: "killed before the create was stored",
+			answers: map[string]func() (string, error){
+				"create " + secretsPath: func() (string, error) { return "", killed },
+				"get " + secretPath: func() (string, error) {
+					return "", errors.New(`exit status 1: stderr: "Error from server (NotFound): secrets \"bootstrap-token-abcdef\" not found"`)
+				},
+			},
+			wantErrIs:  context.DeadlineExceeded,
+			overloaded: true,
+			wantCalls:  []string{"create " + secretsPath, "get " + secretPath},
+		},
+		{
+			name: "an answer that is no Secret is bad output, and undone",
+			answers: map[string]func() (string, error){
+				"create " + secretsPath: func() (string, error) { return "W1120 warnings.go:70] something", nil },
+				"get " + secretPath:     func() (string, error) { return stored(secret), nil },
+				"delete " + secretPath:  func() (string, error) { return "", nil },
+			},
 			wantErrIs: token.ErrBadOutput,
+			wantCalls: []string{"create " + secretsPath, "get " + secretPath, "delete " + secretPath},
 		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			var cfgPath string
-			var cfg configFile
+			var files []string
 			r := &fakeRunner{answer: func(args []string) (string, error) {
-				if len(args) > 3 && args[2] == "--config" {
-					cfgPath = args[3]
-					cfg = readConfig(t, cfgPath)
+				v := verb(args)
+				if strings.HasPrefix(v, "create ") || strings.HasPrefix(v, "delete ") {
+					files = append(files, args[slices.Index(args, "--filename")+1])
 				}
-				return tc.out, tc.runErr
+				if strings.HasPrefix(v, "create ") {
+					s := readSecretFile(t, args)
+					want := token.BootstrapSecret("abcdef", secret, token.Description(host), expires)
+					if s.Name != want.Name || s.Namespace != want.Namespace || s.Type != want.Type || fmt.Sprint(s.Data) != fmt.Sprint(want.Data) {
+						t.Errorf("kubectl create got %+v, want the Secret BootstrapSecret builds", s)
+					}
+				}
+				answer, ok := tc.answers[v]
+				if !ok {
+					t.Errorf("unexpected kubectl %q", args)
+					return "", errors.New("unexpected")
+				}
+				return answer()
 			}}
-			k := tc.kubeadm
-			k.Runner = r
-			ctx := context.WithValue(context.Background(), ctxKey{}, tc.name)
+			k := &token.Kubectl{Runner: r, BinDir: "/usr/bin", Kubeconfig: "/etc/kubernetes/admin.conf", Cluster: token.NewClusterValue(cluster)}
+			ctx, cancel := context.WithTimeout(context.WithValue(context.Background(), ctxKey{}, tc.name), time.Minute)
+			defer cancel()
 
-			got, err := k.Put(ctx, tok, token.Description(tc.host), time.Time{})
+			got, err := k.Put(ctx, tok, token.Description(host), expires)
 
-			if len(r.calls) != 1 {
-				t.Fatalf("Create ran kubeadm %d times, want once", len(r.calls))
-			}
-			c := r.calls[0]
-			if want := k.BinDir + "/kubeadm"; c.path != want {
-				t.Errorf("Create ran %q, want %q", c.path, want)
-			}
-			if slices.Contains(c.args, tok) || slices.Contains(c.args, secret) {
-				t.Errorf("the token is on kubeadm's command line: %q", c.args)
-			}
-			if _, err := os.Stat(cfgPath); !errors.Is(err, os.ErrNotExist) {
-				t.Errorf("the configuration file %s is still there after the run (%v)", cfgPath, err)
-			}
-			// The configuration as the flags kubeadm would otherwise get.
-			if i := slices.Index(c.args, "--print-join-command"); i == 4 && c.args[2] == "--config" && len(cfg.BootstrapTokens) == 1 {
-				bt := cfg.BootstrapTokens[0]
-				legacy := append([]string{"token", "create", bt.Token, "--ttl", bt.TTL, "--print-join-command", "--description", bt.Description}, c.args[5:]...)
-				if !slices.Equal(legacy, tc.wantArgs) {
-					t.Errorf("Create ran kubeadm with config and args amounting to\n%q\nwant\n%q", legacy, tc.wantArgs)
+			var verbs []string // a repeated run counted once: the cleanup polls
+			for _, c := range r.calls {
+				if v := verb(c.args); len(verbs) == 0 || verbs[len(verbs)-1] != v {
+					verbs = append(verbs, v)
 				}
-				if cfg.APIVersion != "kubeadm.k8s.io/v1beta4" || cfg.Kind != "InitConfiguration" ||
-					!slices.Equal(bt.Usages, []string{"signing", "authentication"}) || !slices.Equal(bt.Groups, []string{token.NodeGroup}) {
-					t.Errorf("configuration %+v is not kubeadm's default token", cfg)
+				if strings.HasPrefix(verb(c.args), "create ") && !slices.Contains(c.args, "--request-timeout") {
+					t.Errorf("kubectl %q: want --request-timeout, so that the API server gives up when kubectl is killed", c.args)
 				}
-			} else {
-				t.Errorf("Create ran kubeadm with args %q and configuration %+v", c.args, cfg)
+				if c.path != "/usr/bin/kubectl" {
+					t.Errorf("Put ran %q, want /usr/bin/kubectl", c.path)
+				}
+				if !slices.Equal(c.args[:2], []string{"--kubeconfig", "/etc/kubernetes/admin.conf"}) {
+					t.Errorf("kubectl %q: want --kubeconfig first", c.args)
+				}
+				if strings.Contains(strings.Join(c.args, " "), secret) {
+					t.Errorf("the token secret is on kubectl's command line: %q", c.args)
+				}
+				if c.ctx.Value(ctxKey{}) != tc.name {
+					t.Errorf("kubectl %q ran without the request's context values", c.args)
+				}
 			}
-			if c.ctx.Value(ctxKey{}) != tc.name {
-				t.Errorf("Create did not pass its context to the runner")
+			if !slices.Equal(verbs, tc.wantCalls) {
+				t.Errorf("kubectl ran %q, want %q", verbs, tc.wantCalls)
 			}
-			if tc.wantErrIs != nil {
-				if !errors.Is(err, tc.wantErrIs) {
-					t.Errorf("Create(%q) error = %v, want one wrapping %v", tc.host, err, tc.wantErrIs)
+			for _, f := range files {
+				if _, err := os.Stat(f); !errors.Is(err, os.ErrNotExist) {
+					t.Errorf("the file %s is still there after the run (%v)", f, err)
 				}
-				if tc.wantNotBad && errors.Is(err, token.ErrBadOutput) {
-					t.Errorf("Create(%q) error = %v wraps ErrBadOutput, want only the runner's error", tc.host, err)
+			}
+			assertNoSecret(t, err)
+			if tc.want == (token.Join{}) {
+				if err == nil {
+					t.Fatalf("Put() = %+v, want an error", got)
 				}
-				if got != (token.Join{}) {
-					t.Errorf("Create(%q) returned %+v with its error, want the zero Join", tc.host, got)
+				if tc.wantErrIs != nil && !errors.Is(err, tc.wantErrIs) {
+					t.Errorf("Put() error = %v, want one wrapping %v", err, tc.wantErrIs)
 				}
-				assertNoSecret(t, err)
+				var o interface{ Overloaded() bool }
+				if isO := errors.As(err, &o) && o.Overloaded(); isO != tc.overloaded {
+					t.Errorf("Put() error %v says overload: %t, want %t", err, isO, tc.overloaded)
+				}
 				return
 			}
-			if err != nil {
-				t.Fatalf("Create(%q) error = %v, want nil", tc.host, err)
-			}
-			if got != tc.want {
-				t.Errorf("Create(%q) = %+v, want %+v", tc.host, got, tc.want)
+			if err != nil || got != tc.want {
+				t.Errorf("Put() = %+v, %v, want %+v", got, err, tc.want)
 			}
 		})
 	}
 }
 
-// TestKubeadmCreateConcurrent checks that concurrent calls on one Kubeadm
-// each get the token kubeadm printed for them, never another caller's.
-func TestKubeadmPutConcurrent(t *testing.T) {
-	const n = 200
-	r := &fakeRunner{answer: func(args []string) (string, error) {
-		i := slices.Index(args, "--config")
-		if i < 0 || i+1 >= len(args) {
-			return "", errors.New("no --config")
+// TestKubectlAdmitHoldsOneSlot runs a whole Slots.Create that needs three
+// kubectl runs (slot 0 taken, the slots read, slot 1 created) through a
+// runner with one slot, with the slot already taken by another run: the
+// request waits once, and once admitted it never waits again.
+func TestKubectlAdmitHoldsOneSlot(t *testing.T) {
+	var answered []string
+	creates := 0
+	fake := &fakeRunner{answer: func(args []string) (string, error) {
+		v := verb(args)
+		answered = append(answered, v)
+		if strings.HasPrefix(v, "create ") {
+			creates++
 		}
-		b, err := os.ReadFile(args[i+1])
-		if err != nil {
-			return "", err
+		switch {
+		case strings.HasPrefix(v, "create ") && creates == 1:
+			return "", errors.New(`exit status 1: stderr: "Error from server (AlreadyExists): already exists"`)
+		case strings.HasPrefix(v, "create "):
+			var s corev1.Secret
+			b, _ := os.ReadFile(args[slices.Index(args, "--filename")+1])
+			json.Unmarshal(b, &s)
+			return `{"metadata":{"name":"` + s.Name + `"}}`, nil
 		}
-		var cfg configFile
-		if err := json.Unmarshal(b, &cfg); err != nil || len(cfg.BootstrapTokens) != 1 {
-			return "", fmt.Errorf("configuration %q: %v", b, err)
-		}
-		desc := cfg.BootstrapTokens[0].Description
-		host := strings.TrimSuffix(strings.TrimPrefix(desc, "Allow "), " to join the cluster")
-		var id int
-		if _, err := fmt.Sscanf(host, "mlab-host-%d", &id); err != nil {
-			return "", fmt.Errorf("description %q: %w", desc, err)
-		}
-		return "kubeadm join 10.0.0.1:6443 --token " + tokenFor(id) + " --discovery-token-ca-cert-hash " + hashA + " \n", nil
+		return "", nil // get: no Secret found (a race: slot 0 was freed)
 	}}
-	k := &token.Kubeadm{Runner: r, BinDir: "/usr/bin", TTL: 5 * time.Minute}
+	limited := command.NewLimited(fake, 1)
+	k := &token.Kubectl{Runner: limited, BinDir: "/usr/bin", Cluster: token.NewClusterValue(cluster)}
+	s := &token.Slots{Store: k, Max: 2, TTL: time.Minute}
 
-	got := make([]token.Join, n)
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-start
-			got[i], errs[i] = k.Put(context.Background(), tokenFor(i), token.Description(fmt.Sprintf("mlab-host-%d", i)), time.Time{})
-		}()
+	hold, release, err := limited.Hold(context.Background()) // another request
+	if err != nil {
+		t.Fatal(err)
 	}
-	close(start)
-	wg.Wait()
-
-	for i := range n {
-		if errs[i] != nil {
-			t.Errorf("Create(mlab-host-%d) error = %v, want nil", i, errs[i])
-			continue
-		}
-		if want := tokenFor(i); got[i].Token != want {
-			t.Errorf("Create(mlab-host-%d) token = %q, want %q", i, got[i].Token, want)
-		}
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Create(context.Background(), "mlab1-lga01.mlab-oti.measurement-lab.org")
+		done <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	if _, err := limited.Run(hold, "/bin/true"); err != nil { // the holder's own run does not wait
+		t.Fatalf("a run of the request holding the slot: %v", err)
 	}
-	if len(r.calls) != n {
-		t.Errorf("kubeadm ran %d times, want %d", len(r.calls), n)
+	if len(answered) != 1 {
+		t.Fatalf("kubectl ran %d times while another request held the only slot, want only the holder's", len(answered))
+	}
+	release()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Create() error = %v", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("Create() never finished: a request waited for the slot it holds")
+	}
+	if len(answered) != 4 || answered[1] != "create "+secretsPath || !strings.HasPrefix(answered[2], "get secret") {
+		t.Errorf("kubectl ran %q, want the holder's run then create, get, create", answered)
 	}
 }
 
-// tokenFor returns a well-formed token unique to i.
-func tokenFor(i int) string {
-	return fmt.Sprintf("%06d.%016d", i, i)
+// TestKubectlLateCleanup kills a create whose Secret the API server stores
+// only after the cleanup's first looks: a later look, from the background,
+// finds and deletes it.
+func TestKubectlLateCleanup(t *testing.T) {
+	defer token.SetLateChecks([]time.Duration{10 * time.Millisecond, 300 * time.Millisecond})()
+	var mu sync.Mutex
+	isStored, deleted := false, make(chan struct{})
+	r := &fakeRunner{answer: func(args []string) (string, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch v := verb(args); v {
+		case "create " + secretsPath:
+			return "", killed
+		case "get " + secretPath:
+			if !isStored {
+				return "", errors.New(`exit status 1: stderr: "Error from server (NotFound): secrets \"bootstrap-token-abcdef\" not found"`)
+			}
+			return stored(secret), nil
+		case "delete " + secretPath:
+			close(deleted)
+			return "", nil
+		default:
+			return "", fmt.Errorf("unexpected kubectl %q", args)
+		}
+	}}
+	k := &token.Kubectl{Runner: r, BinDir: "/usr/bin", Cluster: token.NewClusterValue(cluster)}
+	if _, err := k.Put(context.Background(), tok, token.Description("h"), time.Now().Add(time.Minute)); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Put() error = %v, want the kill", err)
+	}
+	mu.Lock()
+	isStored = true // the API server stores it only now
+	mu.Unlock()
+	select {
+	case <-deleted:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the Secret stored after the cleanup's first looks was never deleted")
+	}
 }

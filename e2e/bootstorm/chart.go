@@ -104,6 +104,8 @@ func maxTime(a, b time.Time) time.Time {
 var backendColors = map[string]color.Color{
 	"exec": color.RGBA{R: 0xd6, G: 0x27, B: 0x28, A: 0xff},
 	"api":  color.RGBA{R: 0x1f, G: 0x77, B: 0xb4, A: 0xff},
+	// The stand-in for M-Lab's original server.
+	original: color.RGBA{R: 0x7f, G: 0x7f, B: 0x7f, A: 0xff},
 }
 
 // writeChart writes the runs as one SVG: per machine count, each backend's

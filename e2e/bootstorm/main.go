@@ -1,12 +1,17 @@
 // Command bootstorm compares the two Kubernetes backends under a boot storm,
-// side by side in one run, against a real control plane: it starts etcd and
+// side by side in one run, with each other and with a stand-in for M-Lab's
+// original server (original/: one unbounded `kubeadm token create
+// --print-join-command` per request, the original's whole work), against a
+// real control plane: it starts etcd and
 // kube-apiserver (certificates made fresh for the run) in a temporary folder,
 // builds the server and the load command (loadtest/) once, then for each
 // machine count and backend starts a fresh server, has that many machines ask
 // for a token at the same instant, checks with kubectl that every token's
 // Secret names the machine that got it, and stops the server. It prints the
 // command line, the machine's CPUs and Go version, a Markdown table of the
-// runs and, per machine count, how much faster api was than exec, and
+// runs and, per machine count, exec's wall time over the original's and
+// how much faster api was than exec, the peak memory and time of one kubeadm
+// and one kubectl process, measured alone, and
 // writes a chart of the runs (-chart, an SVG): per machine count, each
 // backend's p50 and p99 token latency over the storm, from the server's own
 // log of every request; and each run's p50, p90, p99 and max.
@@ -23,7 +28,7 @@
 // compares with the stand-in's.
 //
 //	make bootstorm [BOOTSTORMFLAGS='-machines 100 -- -max-concurrent-commands 8']
-//	go run ./e2e/bootstorm [-machines 100,500] [-backends exec,api] [-via-epoxy] [-json] [-chart bootstorm.svg] [-- server flags...]
+//	go run ./e2e/bootstorm [-machines 100,500] [-backends original,exec,api] [-via-epoxy] [-json] [-chart bootstorm.svg] [-- server flags...]
 //
 // Every server gets -kube-backend, -kubeconfig (the run's admin kubeconfig),
 // -bin-dir and -max-tokens-per-host 0, then the flags after "--". Speed is
@@ -86,7 +91,7 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 		fs.PrintDefaults()
 	}
 	machines := fs.String("machines", "100,500", "Comma-separated machine counts; each storms every backend.")
-	backends := fs.String("backends", "exec,api", "Comma-separated -kube-backend values to compare, in run order.")
+	backends := fs.String("backends", "original,exec,api", "Comma-separated -kube-backend values to compare, in run order; original is the stand-in for M-Lab's original server.")
 	fs.BoolVar(&c.json, "json", false, "Print every run's loadtest summary as JSON instead of the table.")
 	fs.BoolVar(&c.viaEPoxy, "via-epoxy", false, "Boot every machine through M-Lab's ePoxy boot server (stage1.json, then the token and BMC curl lines), against each backend and a stand-in extension server that answers at once.")
 	fs.StringVar(&c.chart, "chart", "bootstorm.svg", "SVG file to write the chart of the runs to; empty writes none.")
@@ -109,6 +114,9 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 	}
 	if c.backends, err = parseBackends(*backends); err != nil {
 		return bad(err)
+	}
+	if c.viaEPoxy && slices.Contains(c.backends, original) {
+		return bad(fmt.Errorf("-backends %s: -via-epoxy runs the real server's backends only", *backends))
 	}
 	for _, f := range c.serverFlags {
 		name, _, _ := strings.Cut(strings.TrimLeft(f, "-"), "=")
@@ -140,8 +148,8 @@ func parseBackends(list string) ([]string, error) {
 	var out []string
 	for f := range strings.SplitSeq(list, ",") {
 		b := strings.TrimSpace(f)
-		if b != "exec" && b != "api" {
-			return nil, fmt.Errorf("-backends %q: %q is not exec or api", list, b)
+		if b != "exec" && b != "api" && b != original {
+			return nil, fmt.Errorf("-backends %q: %q is not original, exec or api", list, b)
 		}
 		if slices.Contains(out, b) {
 			return nil, fmt.Errorf("-backends %q: %s twice", list, b)
@@ -180,6 +188,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitSetup
 	}
 	h := newHeader(args, c.serverFlags, st)
+	h.Processes = measureProcesses(ctx, st)
 	if !c.json {
 		h.print(stdout)
 	}

@@ -25,13 +25,13 @@ func TestParseArgs(t *testing.T) {
 		wantServer   []string
 		wantErr      bool
 	}{
-		{name: "defaults", wantMachines: []int{100, 500}, wantBackends: []string{"exec", "api"}},
+		{name: "defaults", wantMachines: []int{100, 500}, wantBackends: []string{"original", "exec", "api"}},
 		{name: "one of each", args: []string{"-machines", "100", "-backends", "api"}, wantMachines: []int{100}, wantBackends: []string{"api"}},
 		{name: "spaces", args: []string{"-machines", "10, 20", "-backends", "api, exec"}, wantMachines: []int{10, 20}, wantBackends: []string{"api", "exec"}},
 		{
 			name:         "server flags",
 			args:         []string{"-machines", "5", "--", "-max-concurrent-commands", "8", "-kube-api-qps=1000"},
-			wantMachines: []int{5}, wantBackends: []string{"exec", "api"},
+			wantMachines: []int{5}, wantBackends: []string{"original", "exec", "api"},
 			wantServer: []string{"-max-concurrent-commands", "8", "-kube-api-qps=1000"},
 		},
 		{name: "stray word", args: []string{"-machines", "5", "api"}, wantErr: true},
@@ -96,6 +96,7 @@ func mustRun(t *testing.T, n int, backend, out string) Run {
 
 func TestTableAndSpeedups(t *testing.T) {
 	runs := []Run{
+		mustRun(t, 100, original, loadtestJSON(100, 10000, 5000, 0)),
 		mustRun(t, 100, "exec", loadtestJSON(100, 8000, 4000, 0)),
 		mustRun(t, 100, "api", loadtestJSON(100, 250, 100, 0)),
 		mustRun(t, 500, "exec", loadtestJSON(500, 40000, 20000, 0)),
@@ -103,17 +104,18 @@ func TestTableAndSpeedups(t *testing.T) {
 		mustRun(t, 7, "api", loadtestJSON(7, 9, 5, 0)), // no exec run: no speedup
 	}
 	got := speedups(runs)
-	want := []Speedup{{Machines: 100, Wall: 32, P50: 40}, {Machines: 500, Wall: 20, P50: 25}}
+	want := []Speedup{{Machines: 100, Wall: 32, P50: 40, ExecOverOriginal: 0.8}, {Machines: 500, Wall: 20, P50: 25}}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("speedups = %+v, want %+v", got, want)
 	}
 	var b bytes.Buffer
 	printTable(&b, runs)
 	for _, line := range []string{
-		"| machines | backend | 200s | wall | p50 | p99 | max | peak server RSS MiB | peak kubeadm procs | tokens crossing hosts |",
+		"| machines | backend | 200s | wall | p50 | p99 | max | peak server RSS MiB | peak kubeadm/kubectl procs | tokens crossing hosts |",
 		"| 100 | exec | 100/100 | 8.00 s | 4.00 s | 8.00 s | 8.00 s | 42.2 | 4 | 0 |",
 		"| 100 | api | 100/100 | 250 ms | 100 ms | 249 ms | 250 ms | 42.2 | 4 | 0 |",
 		"| 7 | api | 7/7 | 9.0 ms | 5.0 ms | 8.0 ms | 9.0 ms | 42.2 | 4 | 0 |",
+		"100 machines: exec's wall time is 0.80× the original's",
 		"100 machines: api is 32.0× faster than exec (wall time); p50 ratio 40.0×",
 		"500 machines: api is 20.0× faster than exec (wall time); p50 ratio 25.0×",
 	} {

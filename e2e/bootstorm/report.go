@@ -44,6 +44,9 @@ type Run struct {
 	ServerExit string `json:"server_exit,omitempty"`
 	// Problems says why the run fails bootstorm's checks; empty means it passed.
 	Problems []string `json:"problems,omitempty"`
+	// CPUSeconds is the CPU time used during the storm by the server, its
+	// children (kubeadm, kubectl), kube-apiserver and etcd.
+	CPUSeconds map[string]float64 `json:"cpu_seconds"`
 	// Loadtest is the loadtest's JSON summary, verbatim.
 	Loadtest json.RawMessage `json:"loadtest"`
 
@@ -113,13 +116,18 @@ func statusLine(counts map[string]int) string {
 	return strings.Join(parts, " ")
 }
 
-// Speedup compares the api backend with exec at one machine count.
+// Speedup compares the api backend with exec, and exec with the stand-in
+// for the original, at one machine count; a ratio is 0 when a run is
+// missing.
 type Speedup struct {
 	Machines int `json:"machines"`
 	// Wall is exec's wall time over api's.
 	Wall float64 `json:"wall"`
 	// P50 is exec's median latency over api's.
 	P50 float64 `json:"p50"`
+	// ExecOverOriginal is exec's wall time over the original's: at most 1
+	// when exec is no slower.
+	ExecOverOriginal float64 `json:"exec_over_original_wall"`
 }
 
 // speedups returns, for every machine count with both an exec and an api
@@ -132,15 +140,21 @@ func speedups(runs []Run) []Speedup {
 			continue
 		}
 		seen[r.Machines] = true
-		ex, api := find(runs, r.Machines, "exec"), find(runs, r.Machines, "api")
-		if ex == nil || api == nil || api.sum.WallMS <= 0 || api.sum.Latency.P50 <= 0 {
+		ex, api, orig := find(runs, r.Machines, "exec"), find(runs, r.Machines, "api"), find(runs, r.Machines, original)
+		if ex == nil {
 			continue
 		}
-		out = append(out, Speedup{
-			Machines: r.Machines,
-			Wall:     ex.sum.WallMS / api.sum.WallMS,
-			P50:      ex.sum.Latency.P50 / api.sum.Latency.P50,
-		})
+		sp := Speedup{Machines: r.Machines}
+		if api != nil && api.sum.WallMS > 0 && api.sum.Latency.P50 > 0 {
+			sp.Wall = ex.sum.WallMS / api.sum.WallMS
+			sp.P50 = ex.sum.Latency.P50 / api.sum.Latency.P50
+		}
+		if orig != nil && orig.sum.WallMS > 0 {
+			sp.ExecOverOriginal = ex.sum.WallMS / orig.sum.WallMS
+		}
+		if sp.Wall > 0 || sp.ExecOverOriginal > 0 {
+			out = append(out, sp)
+		}
 	}
 	return out
 }
@@ -158,7 +172,7 @@ func find(runs []Run, machines int, backend string) *Run {
 // printTable writes the runs as a Markdown table, then one speedup line
 // per machine count and the problems of failed runs.
 func printTable(w io.Writer, runs []Run) {
-	fmt.Fprintln(w, "| machines | backend | 200s | wall | p50 | p99 | max | peak server RSS MiB | peak kubeadm procs | tokens crossing hosts |")
+	fmt.Fprintln(w, "| machines | backend | 200s | wall | p50 | p99 | max | peak server RSS MiB | peak kubeadm/kubectl procs | tokens crossing hosts |")
 	fmt.Fprintln(w, "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, r := range runs {
 		s := r.sum
@@ -177,9 +191,25 @@ func printTable(w io.Writer, runs []Run) {
 			millis(s.Latency.P50), millis(s.Latency.P99), millis(s.Latency.Max), rss, procs, crossing)
 	}
 	fmt.Fprintln(w)
+	if slices.ContainsFunc(runs, func(r Run) bool { return r.CPUSeconds != nil }) {
+		fmt.Fprintln(w, "| machines | backend | CPU s: server | its kubeadm/kubectl | kube-apiserver | etcd | total |")
+		fmt.Fprintln(w, "|---:|---|---:|---:|---:|---:|---:|")
+		for _, r := range runs {
+			c := r.CPUSeconds
+			fmt.Fprintf(w, "| %d | %s | %.1f | %.1f | %.1f | %.1f | %.1f |\n", r.Machines, r.Backend, c["server"],
+				c["server children"], c["kube-apiserver"], c["etcd"],
+				c["server"]+c["server children"]+c["kube-apiserver"]+c["etcd"])
+		}
+		fmt.Fprintln(w)
+	}
 	for _, sp := range speedups(runs) {
-		fmt.Fprintf(w, "%d machines: api is %s faster than exec (wall time); p50 ratio %s\n",
-			sp.Machines, ratio(sp.Wall), ratio(sp.P50))
+		if sp.ExecOverOriginal > 0 {
+			fmt.Fprintf(w, "%d machines: exec's wall time is %s the original's\n", sp.Machines, ratio(sp.ExecOverOriginal))
+		}
+		if sp.Wall > 0 {
+			fmt.Fprintf(w, "%d machines: api is %s faster than exec (wall time); p50 ratio %s\n",
+				sp.Machines, ratio(sp.Wall), ratio(sp.P50))
+		}
 	}
 	for _, r := range runs {
 		if len(r.Problems) > 0 {
@@ -200,5 +230,10 @@ func millis(ms float64) string {
 	return fmt.Sprintf("%.2f s", ms/1000)
 }
 
-// ratio renders a speedup: "27.3×".
-func ratio(x float64) string { return fmt.Sprintf("%.1f×", x) }
+// ratio renders a speedup: "27.3×", or "0.84×" below 1.
+func ratio(x float64) string {
+	if x < 1 {
+		return fmt.Sprintf("%.2f×", x)
+	}
+	return fmt.Sprintf("%.1f×", x)
+}

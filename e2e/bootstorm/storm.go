@@ -30,6 +30,7 @@ type stack struct {
 	cp       *e2e.ControlPlane
 	server   string // the epoxy-extensions binary
 	loadtest string // the loadtest binary
+	original string // the stand-in for M-Lab's original server
 	epoxy    epoxyStack
 }
 
@@ -48,11 +49,11 @@ func setUp(stderr io.Writer) (*stack, error) {
 	if err != nil {
 		return nil, err
 	}
-	st := &stack{dir: dir, loadtest: filepath.Join(dir, "loadtest")}
+	st := &stack{dir: dir, loadtest: filepath.Join(dir, "loadtest"), original: filepath.Join(dir, "original")}
 	fmt.Fprintf(stderr, "bootstorm: starting etcd and kube-apiserver, building the server and loadtest (in %s)\n", dir)
 	var (
-		cpErr, serverErr, loadErr error
-		wg                        sync.WaitGroup
+		cpErr, serverErr, loadErr, origErr error
+		wg                                 sync.WaitGroup
 	)
 	wg.Go(func() { st.cp, cpErr = e2e.StartControlPlane(binDir, dir) })
 	wg.Go(func() { st.server, serverErr = e2e.BuildServer(root, dir, false) })
@@ -63,8 +64,15 @@ func setUp(stderr io.Writer) (*stack, error) {
 			loadErr = fmt.Errorf("go build ./loadtest: %w\n%s", err, out)
 		}
 	})
+	wg.Go(func() {
+		cmd := exec.Command("go", "build", "-o", st.original, "./e2e/bootstorm/original")
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			origErr = fmt.Errorf("go build ./e2e/bootstorm/original: %w\n%s", err, out)
+		}
+	})
 	wg.Wait()
-	return st, errors.Join(cpErr, serverErr, loadErr)
+	return st, errors.Join(cpErr, serverErr, loadErr, origErr)
 }
 
 // close stops etcd and kube-apiserver and removes the temporary folder.
@@ -102,10 +110,15 @@ func (st *stack) storm(ctx context.Context, idx, n int, backend string, extra []
 	// Hostnames unique to the run: a token from an earlier run can never
 	// pass for one of this run's.
 	r := Run{Machines: n, Backend: backend, HostFormat: fmt.Sprintf("bs%d-%s-%%05d.example.org", idx, backend)}
-	srv, err := e2e.StartServer(e2e.ServerOptions{Binary: st.server, Args: serverArgs(backend, st.cp.Kubeconfig, st.cp.BinDir, extra)})
+	binary := st.server
+	if backend == original {
+		binary, extra = st.original, nil // the stand-in takes no server flags
+	}
+	srv, err := e2e.StartServer(e2e.ServerOptions{Binary: binary, Args: serverArgs(backend, st.cp.Kubeconfig, st.cp.BinDir, extra)})
 	if err != nil {
 		return r, fmt.Errorf("starting the server with -kube-backend %s: %w", backend, err)
 	}
+	cpuBefore := cpuSeconds(srv.Pid())
 	var out bytes.Buffer
 	cmd := exec.CommandContext(ctx, st.loadtest, loadArgs(srv.URL, strconv.Itoa(n), strconv.Itoa(srv.Pid()),
 		st.cp.Kubeconfig, st.cp.BinDir, r.HostFormat)...)
@@ -117,6 +130,7 @@ func (st *stack) storm(ctx context.Context, idx, n int, backend string, extra []
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = time.Minute
 	err = cmd.Run()
+	r.CPUSeconds = cpuDelta(cpuBefore, cpuSeconds(srv.Pid()))
 	if stopErr := srv.Stop(serverGrace); stopErr != nil {
 		r.ServerExit = stopErr.Error()
 	}
@@ -168,15 +182,18 @@ func tail(s string, n int) string {
 
 // header says what ran where, for the README to show with the table.
 type header struct {
-	Command     string  `json:"command"`
-	CPUs        int     `json:"cpus"`
-	CPUModel    string  `json:"cpu_model"`
-	GoVersion   string  `json:"go_version"`
-	Kubernetes  string  `json:"kubernetes"`
-	LoadAverage string  `json:"load_average_at_start"`
-	Server      string  `json:"server_command"`
-	Loadtest    string  `json:"loadtest_command"`
-	Seconds     float64 `json:"seconds"`
+	Command     string `json:"command"`
+	CPUs        int    `json:"cpus"`
+	CPUModel    string `json:"cpu_model"`
+	GoVersion   string `json:"go_version"`
+	Kubernetes  string `json:"kubernetes"`
+	LoadAverage string `json:"load_average_at_start"`
+	Server      string `json:"server_command"`
+	Loadtest    string `json:"loadtest_command"`
+	// Processes is the cost of one kubeadm and one kubectl process of the
+	// kind each storm runs, measured alone before the storms.
+	Processes []processCost `json:"processes"`
+	Seconds   float64       `json:"seconds"`
 }
 
 // newHeader describes the machine, and the command lines of bootstorm run
@@ -210,6 +227,9 @@ func (h header) print(w io.Writer) {
 	fmt.Fprintf(w, "cluster:  etcd + kube-apiserver %s on loopback, kubeadm and kubectl %s\n", h.Kubernetes, h.Kubernetes)
 	fmt.Fprintf(w, "server:   %s\n", h.Server)
 	fmt.Fprintf(w, "loadtest: %s\n", h.Loadtest)
+	for _, p := range h.Processes {
+		fmt.Fprintf(w, "process:  %s\n", p)
+	}
 }
 
 // cpuModel is the first "model name" of /proc/cpuinfo, or "unknown model".
