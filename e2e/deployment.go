@@ -1,16 +1,13 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"time"
 )
 
 // Dockerfile is what the tests read of the project's Dockerfile, so that a
@@ -184,20 +181,8 @@ func StartDeployed(opts DeployedOptions) (*Server, error) {
 	args := append([]string{"-m", "bash", "-c", bindMounts, "e2e-deploy", opts.Scratch}, bindArgs(opts.Binds)...)
 	args = append(append(args, "--", opts.Binary), opts.Args...)
 	s := &Server{URL: "http://" + opts.Addr, log: &SyncBuffer{}}
-	var out io.Writer = s.log
-	if opts.Output != nil {
-		out = io.MultiWriter(s.log, opts.Output)
-	}
-	var err error
-	if s.proc, err = startProcess("epoxy-extensions", out, opts.Env, "unshare", args...); err != nil {
+	if err := s.run(opts.Output, opts.Env, nil, "unshare", args...); err != nil {
 		return nil, err
-	}
-	err = Poll(30*time.Second, 50*time.Millisecond, s.proc, func(ctx context.Context) error {
-		return httpOK(ctx, http.DefaultClient, s.URL+"/", "")
-	})
-	if err != nil {
-		s.proc.Stop(5 * time.Second)
-		return s, fmt.Errorf("server: %w\nits output:\n%s", err, s.log.String())
 	}
 	return s, nil
 }

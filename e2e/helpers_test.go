@@ -67,6 +67,14 @@ func (e *testEnv) startServer(t *testing.T, cfg serverConfig) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
+	stopAtEnd(t, s)
+	return s
+}
+
+// stopAtEnd stops s at the end of t, which fails unless s exits cleanly (a
+// race-enabled server exits 66 after a data race), and shows its log when t
+// failed.
+func stopAtEnd(t *testing.T, s *Server) {
 	t.Cleanup(func() {
 		if err := s.Stop(90 * time.Second); err != nil {
 			t.Errorf("stopping the server: %v", err)
@@ -75,7 +83,6 @@ func (e *testEnv) startServer(t *testing.T, cfg serverConfig) *Server {
 			t.Logf("server log:\n%s", s.Log())
 		}
 	})
-	return s
 }
 
 // startDNS serves records on a DNS server until the test ends, and returns

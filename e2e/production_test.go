@@ -120,14 +120,7 @@ func startDeployed(t *testing.T, opts DeployedOptions) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if err := s.Stop(90 * time.Second); err != nil {
-			t.Errorf("stopping the server: %v", err)
-		}
-		if t.Failed() {
-			t.Logf("server log:\n%s", s.Log())
-		}
-	})
+	stopAtEnd(t, s)
 	return s
 }
 

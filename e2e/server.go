@@ -160,21 +160,33 @@ func StartServer(opts ServerOptions) (*Server, error) {
 		path, args = withPrivateMounts("", opts.ServiceAccountDir, path, args)
 	}
 	s := &Server{URL: "http://" + net.JoinHostPort(host, port), log: &SyncBuffer{}}
-	var out io.Writer = s.log
-	if opts.Output != nil {
-		out = io.MultiWriter(s.log, opts.Output)
-	}
-	if s.proc, err = startProcessFiles("epoxy-extensions", out, serverEnv(opts.Env), files, path, args...); err != nil {
+	if err := s.run(opts.Output, serverEnv(opts.Env), files, path, args...); err != nil {
 		return nil, err
+	}
+	return s, nil
+}
+
+// run starts the server's process, its output kept for Log and copied to
+// output when set, and waits until GET / answers 200. When that fails, or
+// the process exits first, it stops the process and says why, with its
+// output.
+func (s *Server) run(output io.Writer, env []string, files []*os.File, path string, args ...string) error {
+	var out io.Writer = s.log
+	if output != nil {
+		out = io.MultiWriter(s.log, output)
+	}
+	var err error
+	if s.proc, err = startProcessFiles("epoxy-extensions", out, env, files, path, args...); err != nil {
+		return err
 	}
 	err = Poll(30*time.Second, 50*time.Millisecond, s.proc, func(ctx context.Context) error {
 		return httpOK(ctx, http.DefaultClient, s.URL+"/", "")
 	})
 	if err != nil {
 		s.proc.Stop(5 * time.Second)
-		return nil, fmt.Errorf("server: %w\nits output:\n%s", err, s.log.String())
+		return fmt.Errorf("server: %w\nits output:\n%s", err, s.log.String())
 	}
-	return s, nil
+	return nil
 }
 
 // WaitReady waits up to timeout, or until ctx ends, for GET /ready to
