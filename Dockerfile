@@ -10,8 +10,8 @@ RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /epoxy-extensions .
 # systemd unit expects (it mounts /etc/kubernetes, whose admin.conf is root's
 # with mode 0600, and passes KUBECONFIG and -bin-dir /opt/bin): the server
 # reads the kubeconfig, copies it into a folder only uid 65532 can read, and
-# then runs as 65532:65532 for good (RUN_AS, the -run-as flag), with kubeadm
-# and kubectl run as that user too. `--env RUN_AS=` keeps root; `--user
+# then runs as 65532:65532 for good (RUN_AS, the -run-as flag), with kubectl
+# (from /opt/bin) run as that user too. `--env RUN_AS=` keeps root; `--user
 # 65532:65532` starts unprivileged, with a kubeconfig that user can read.
 FROM gcr.io/distroless/static-debian12
 COPY --from=build /epoxy-extensions /epoxy-extensions
