@@ -48,8 +48,8 @@ type API struct {
 }
 
 var (
-	_ Store  = (*API)(nil)
-	_ Lister = (*API)(nil)
+	_ Store      = (*API)(nil)
+	_ FreeReader = (*API)(nil)
 )
 
 // ClusterValue holds the join details, which may change while the server

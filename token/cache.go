@@ -129,6 +129,10 @@ func slimSecret(obj any) (any, error) {
 	return slim, nil
 }
 
+// ReadsAreFree reports whether a has a cache to read slots from: then
+// Slots reads a host's slots before it creates (FreeReader).
+func (a *API) ReadsAreFree() bool { return a.Cache != nil }
+
 // cacheSyncWait bounds how long GetAll waits for a cache that is still
 // filling (the first list after start) before it reads the API server.
 const cacheSyncWait = 2 * time.Second

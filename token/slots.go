@@ -133,8 +133,15 @@ func (s *Slots) Create(ctx context.Context, host string) (Join, error) {
 	// Slot 0 first, unread: a host that holds no live token, the usual
 	// case in a boot storm, costs one create. Only when a create finds its
 	// slot taken are the slots read, all the rest at once with a Lister.
+	// Where reads are free (a cache), all slots are read first instead.
 	var known map[string]Slot
 	listed := false
+	if f, ok := s.Store.(FreeReader); ok && f.ReadsAreFree() {
+		if known, err = f.GetAll(ctx, ids); err != nil {
+			return Join{}, err
+		}
+		listed = true
+	}
 	lookup := func(i int) func() (Slot, bool, error) {
 		return func() (Slot, bool, error) {
 			l, ok := s.Store.(Lister)

@@ -45,6 +45,18 @@ type Lister interface {
 	GetAll(ctx context.Context, ids []string) (map[string]Slot, error)
 }
 
+// FreeReader is a Lister that can tell whether its reads cost the API
+// server nothing (API with its watch-fed cache). Slots then reads all of a
+// host's slots before it creates, so that a token costs one create and a
+// host at its limit costs no request at all; the create's AlreadyExists
+// stays the only truth. Without it (Kubectl, where a read is a process),
+// Slots creates in slot 0 first and reads only when that slot is taken.
+type FreeReader interface {
+	Lister
+	// ReadsAreFree reports whether GetAll costs no request.
+	ReadsAreFree() bool
+}
+
 // Admitter is a Store that admits a request before its first call, e.g.
 // by holding one command slot for all of its calls (Kubectl). Slots admits
 // every Create and Revoke once.
