@@ -6,6 +6,7 @@
 package kube
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -14,6 +15,7 @@ import (
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/util/flowcontrol"
 )
 
 // Options say how to reach the API server.
@@ -59,12 +61,34 @@ func Config(o Options) (*rest.Config, error) {
 	if o.QPS > 0 {
 		cfg.QPS = o.QPS
 		cfg.Burst = max(o.Burst, 1)
+		cfg.RateLimiter = leavesTime{flowcontrol.NewTokenBucketRateLimiter(cfg.QPS, cfg.Burst)}
 	}
 	cfg.UserAgent = UserAgent
 	// Core objects have a protobuf encoding, cheaper than JSON both ways.
 	cfg.ContentType = runtime.ContentTypeProtobuf
 	cfg.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
 	return cfg, nil
+}
+
+// MinRequestTime is the least time a request must have left once the
+// client's rate limiter lets it go: one granted later than that would time
+// out on the way, a failure of ours (too many requests for the rate), not
+// the API server's.
+const MinRequestTime = 250 * time.Millisecond
+
+// leavesTime is a rate limiter whose Wait also fails, as client-go's does
+// for a wait past the deadline, when the wait leaves the request less than
+// MinRequestTime: Call then reports overload (503), not a failed call.
+type leavesTime struct{ flowcontrol.RateLimiter }
+
+func (l leavesTime) Wait(ctx context.Context) error {
+	if err := l.RateLimiter.Wait(ctx); err != nil {
+		return err
+	}
+	if d, ok := ctx.Deadline(); ok && time.Until(d) < MinRequestTime {
+		return fmt.Errorf("rate: Wait left %v of the deadline, under %v", time.Until(d).Round(time.Millisecond), MinRequestTime)
+	}
+	return nil
 }
 
 // NewClient returns the one core/v1 client the process shares for token

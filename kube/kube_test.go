@@ -242,3 +242,31 @@ func TestCallRetriesHungAPIServer(t *testing.T) {
 		t.Errorf("Call() made %d attempts of 50ms in 500ms, want the timed-out ones retried", attempts)
 	}
 }
+
+// TestRateLimiterLeavesTime: a request the rate limiter lets go with less
+// than MinRequestTime before its deadline is turned away by the limiter
+// (overload, 503), not sent to time out on the way (500).
+func TestRateLimiterLeavesTime(t *testing.T) {
+	cfg, err := Config(Options{Kubeconfig: kubeconfigFor(t, "https://127.0.0.1:6443"), QPS: 2, Burst: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := cfg.RateLimiter
+	l.Accept() // the burst is spent: the next token comes in 500 ms
+	tests := []struct {
+		name    string
+		timeout time.Duration
+		wantErr bool
+	}{
+		{"granted with 100 ms left", 600 * time.Millisecond, true},
+		{"granted with time to spare", 2 * time.Second, false},
+	}
+	for _, tc := range tests {
+		ctx, cancel := context.WithTimeout(context.Background(), tc.timeout)
+		err := l.Wait(ctx)
+		cancel()
+		if (err != nil) != tc.wantErr {
+			t.Errorf("%s: Wait() = %v, want error %v", tc.name, err, tc.wantErr)
+		}
+	}
+}
