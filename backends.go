@@ -117,7 +117,7 @@ func execBackend(cfg backendConfig, log *slog.Logger) (*backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	joinDetails := token.NewClusterValue(cluster)
+	joinDetails := kube.NewClusterValue(cluster)
 	runner := command.NewLimited(command.Exec{Timeout: cfg.CommandTimeout, Env: []string{kubectlGOGC}}, max(cfg.MaxCommands, 1))
 	ready := &handler.CachedCheck{Check: execReady(cfg), MaxAge: readyMaxAge, Timeout: readyTimeout}
 	log.Info("kube backend: exec", "bin_dir", cfg.BinDir, "max_concurrent_commands", max(cfg.MaxCommands, 1),
@@ -194,7 +194,7 @@ func apiBackend(cfg backendConfig, log *slog.Logger) (*backend, error) {
 		return nil, err
 	}
 	secrets := token.NewSecretCache(watchClient.Secrets(metav1.NamespaceSystem))
-	joinDetails := token.NewClusterValue(cluster)
+	joinDetails := kube.NewClusterValue(cluster)
 	slots := &token.Slots{
 		Store: &token.API{Secrets: client.Secrets(metav1.NamespaceSystem), Cluster: joinDetails,
 			Timeout: cfg.CommandTimeout, Cache: secrets},

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -136,3 +137,20 @@ func CAHash(ca *x509.Certificate) string {
 	sum := sha256.Sum256(ca.RawSubjectPublicKeyInfo)
 	return "sha256:" + hex.EncodeToString(sum[:])
 }
+
+// ClusterValue holds the join details, which may change while the server
+// runs (a CA rotation rewrites cluster-info). It is safe for concurrent use.
+type ClusterValue struct{ v atomic.Pointer[Cluster] }
+
+// NewClusterValue returns a ClusterValue holding c.
+func NewClusterValue(c Cluster) *ClusterValue {
+	v := &ClusterValue{}
+	v.Store(c)
+	return v
+}
+
+// Load returns the current join details.
+func (v *ClusterValue) Load() Cluster { return *v.v.Load() }
+
+// Store replaces the join details.
+func (v *ClusterValue) Store(c Cluster) { v.v.Store(&c) }

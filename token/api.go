@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -19,11 +18,6 @@ import (
 
 	"github.com/m-lab/epoxy-extensions/kube"
 )
-
-// NodeGroup is the extra group `kubeadm token create` gives its tokens
-// (kubeadm's NodeBootstrapTokenAuthGroup): the group kubeadm's RBAC lets
-// join the cluster.
-const NodeGroup = "system:bootstrappers:kubeadm:default-node-token"
 
 // SecretClient creates, reads and deletes Secrets in kube-system:
 // client-go's SecretInterface has these methods.
@@ -40,7 +34,7 @@ type API struct {
 	// Secrets reaches Secrets in kube-system.
 	Secrets SecretClient
 	// Cluster is the API address and CA hash returned with every token.
-	Cluster *ClusterValue
+	Cluster *kube.ClusterValue
 	// Timeout bounds each API call, retries included.
 	Timeout time.Duration
 	// Cache, when set and filled, answers GetAll without an API request.
@@ -51,23 +45,6 @@ var (
 	_ Store      = (*API)(nil)
 	_ FreeReader = (*API)(nil)
 )
-
-// ClusterValue holds the join details, which may change while the server
-// runs (a CA rotation rewrites cluster-info). It is safe for concurrent use.
-type ClusterValue struct{ v atomic.Pointer[kube.Cluster] }
-
-// NewClusterValue returns a ClusterValue holding c.
-func NewClusterValue(c kube.Cluster) *ClusterValue {
-	v := &ClusterValue{}
-	v.Store(c)
-	return v
-}
-
-// Load returns the current join details.
-func (v *ClusterValue) Load() kube.Cluster { return *v.v.Load() }
-
-// Store replaces the join details.
-func (v *ClusterValue) Store(c kube.Cluster) { v.v.Store(&c) }
 
 // cleanupTimeout bounds removing a token whose create failed half-way.
 const cleanupTimeout = 2 * time.Second
@@ -252,34 +229,6 @@ func (a *API) remove(ctx context.Context, name string, uid types.UID, rv string)
 		return fmt.Errorf("deleting Secret %s/%s: %w", metav1.NamespaceSystem, name, err)
 	}
 	return nil
-}
-
-// BootstrapSecret is the Secret `kubeadm token create --ttl TTL
-// --description DESC` stores for token id.secret (kubeadm's
-// BootstrapTokenToSecret with its default usages and groups): type
-// bootstrap.kubernetes.io/token in kube-system, named bootstrap-token-<id>,
-// expiring at expires (in UTC, RFC 3339, to the second).
-func BootstrapSecret(id, secret, description string, expires time.Time) *corev1.Secret {
-	data := map[string][]byte{
-		bootstrapapi.BootstrapTokenIDKey:          []byte(id),
-		bootstrapapi.BootstrapTokenSecretKey:      []byte(secret),
-		bootstrapapi.BootstrapTokenExpirationKey:  []byte(expires.UTC().Format(time.RFC3339)),
-		bootstrapapi.BootstrapTokenExtraGroupsKey: []byte(NodeGroup),
-	}
-	if description != "" {
-		data[bootstrapapi.BootstrapTokenDescriptionKey] = []byte(description)
-	}
-	for _, usage := range bootstrapapi.KnownTokenUsages { // kubeadm's default: signing, authentication
-		data[bootstrapapi.BootstrapTokenUsagePrefix+usage] = []byte("true")
-	}
-	return &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{
-			Name:      bootstraputil.BootstrapTokenSecretName(id),
-			Namespace: metav1.NamespaceSystem,
-		},
-		Type: bootstrapapi.SecretTypeBootstrapToken,
-		Data: data,
-	}
 }
 
 // Name is the backend's name in logs and metrics: "kube_api".

@@ -14,7 +14,7 @@ import (
 func BenchmarkAPICreate(b *testing.B) {
 	f := newFakeCluster(time.Now)
 	s := &Slots{
-		Store: &API{Secrets: f, Cluster: NewClusterValue(kube.Cluster{APIAddress: "192.0.2.1:6443", CAHash: "sha256:00"}), Timeout: 30 * time.Second},
+		Store: &API{Secrets: f, Cluster: kube.NewClusterValue(kube.Cluster{APIAddress: "192.0.2.1:6443", CAHash: "sha256:00"}), Timeout: 30 * time.Second},
 		Max:   3,
 		TTL:   5 * time.Minute,
 	}

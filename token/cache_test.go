@@ -9,6 +9,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/m-lab/epoxy-extensions/kube"
 )
 
 // runCache starts a SecretCache over the kube-system Secrets of cs and
@@ -79,7 +81,7 @@ func TestCachedSlotsCost(t *testing.T) {
 	cs := fake.NewClientset()
 	c := runCache(t, cs)
 	s := &Slots{
-		Store: &API{Secrets: cs.CoreV1().Secrets(metav1.NamespaceSystem), Cluster: NewClusterValue(cluster),
+		Store: &API{Secrets: cs.CoreV1().Secrets(metav1.NamespaceSystem), Cluster: kube.NewClusterValue(cluster),
 			Timeout: 10 * time.Second, Cache: c},
 		Max: 3, TTL: 5 * time.Minute,
 	}

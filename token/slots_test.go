@@ -11,6 +11,8 @@ import (
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+
+	"github.com/m-lab/epoxy-extensions/kube"
 )
 
 const (
@@ -24,7 +26,7 @@ func newSlots(max int) (*Slots, *fakeCluster) {
 	now := func() time.Time { return clock }
 	f := newFakeCluster(now)
 	return &Slots{
-		Store:      &API{Secrets: f, Cluster: NewClusterValue(cluster), Timeout: 10 * time.Second},
+		Store:      &API{Secrets: f, Cluster: kube.NewClusterValue(cluster), Timeout: 10 * time.Second},
 		Max:        max,
 		MaxUnnamed: 2,
 		TTL:        5 * time.Minute,
@@ -298,7 +300,7 @@ func TestSlotsConcurrentReplicas(t *testing.T) {
 	replicas := make([]*Slots, 3)
 	for i := range replicas {
 		replicas[i], _ = newSlots(max)
-		replicas[i].Store = &API{Secrets: f, Cluster: NewClusterValue(cluster), Timeout: 10 * time.Second}
+		replicas[i].Store = &API{Secrets: f, Cluster: kube.NewClusterValue(cluster), Timeout: 10 * time.Second}
 	}
 	var wg sync.WaitGroup
 	var mu sync.Mutex

@@ -22,6 +22,7 @@ import (
 	bootstraputil "k8s.io/cluster-bootstrap/token/util"
 
 	"github.com/m-lab/epoxy-extensions/command"
+	"github.com/m-lab/epoxy-extensions/kube"
 	"github.com/m-lab/epoxy-extensions/token/joincmd"
 )
 
@@ -45,7 +46,7 @@ type Kubectl struct {
 	Kubeconfig string
 	// Cluster is the API address and CA hash returned with every token,
 	// read from the same kubeconfig.
-	Cluster *ClusterValue
+	Cluster *kube.ClusterValue
 	// Timeout, when positive, is the Runner's own bound on each run: a
 	// create tells the API server to give up by then too.
 	Timeout time.Duration

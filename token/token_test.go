@@ -229,7 +229,7 @@ func TestKubectlPut(t *testing.T) {
 				}
 				return answer()
 			}}
-			k := &token.Kubectl{Runner: r, BinDir: "/usr/bin", Kubeconfig: "/etc/kubernetes/admin.conf", Cluster: token.NewClusterValue(cluster)}
+			k := &token.Kubectl{Runner: r, BinDir: "/usr/bin", Kubeconfig: "/etc/kubernetes/admin.conf", Cluster: kube.NewClusterValue(cluster)}
 			ctx, cancel := context.WithTimeout(context.WithValue(context.Background(), ctxKey{}, tc.name), time.Minute)
 			defer cancel()
 
@@ -310,7 +310,7 @@ func TestKubectlAdmitHoldsOneSlot(t *testing.T) {
 		return "", nil // get: no Secret found (a race: slot 0 was freed)
 	}}
 	limited := command.NewLimited(fake, 1)
-	k := &token.Kubectl{Runner: limited, BinDir: "/usr/bin", Cluster: token.NewClusterValue(cluster)}
+	k := &token.Kubectl{Runner: limited, BinDir: "/usr/bin", Cluster: kube.NewClusterValue(cluster)}
 	s := &token.Slots{Store: k, Max: 2, TTL: time.Minute}
 
 	hold, release, err := limited.Hold(context.Background()) // another request
@@ -370,7 +370,7 @@ func TestKubectlLateCleanup(t *testing.T) {
 			return "", fmt.Errorf("unexpected kubectl %q", args)
 		}
 	}}
-	k := &token.Kubectl{Runner: r, BinDir: "/usr/bin", Cluster: token.NewClusterValue(cluster)}
+	k := &token.Kubectl{Runner: r, BinDir: "/usr/bin", Cluster: kube.NewClusterValue(cluster)}
 	if _, err := k.Put(context.Background(), tok, token.Description("h"), time.Now().Add(time.Minute)); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Put() error = %v, want the kill", err)
 	}
