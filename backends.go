@@ -18,6 +18,7 @@ import (
 	"github.com/m-lab/epoxy-extensions/handler"
 	"github.com/m-lab/epoxy-extensions/kube"
 	"github.com/m-lab/epoxy-extensions/node"
+	"github.com/m-lab/epoxy-extensions/nodewatch"
 	"github.com/m-lab/epoxy-extensions/token"
 )
 
@@ -207,14 +208,16 @@ func apiBackend(cfg backendConfig, log *slog.Logger) (*backend, error) {
 		MaxAge:  readyMaxAge,
 		Timeout: readyTimeout,
 	}
+	nodes := nodewatch.New(watchClient.Nodes())
 	return &backend{
 		tokens: slots,
-		nodes:  &node.API{Nodes: client.Nodes(), Timeout: cfg.CommandTimeout},
+		nodes:  &node.API{Nodes: client.Nodes(), Cache: nodes, Timeout: cfg.CommandTimeout},
 		ready:  access.Err,
 		run: func(ctx context.Context) {
 			go secrets.Run(ctx)
 			go kube.FollowCluster(ctx, readCluster, joinDetails.Load, joinDetails.Store, readyMaxAge, log)
-			token.RevokeOnReady(ctx, watchClient, slots, cfg.TokenTTL, log)
+			go nodes.Run(ctx)
+			nodes.RevokeOnReady(ctx, slots, cfg.TokenTTL, log)
 		},
 	}, nil
 }

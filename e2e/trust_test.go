@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -75,8 +76,24 @@ func TestTrustedProxies(t *testing.T) {
 			!strings.Contains(s.Log(), other) {
 			t.Errorf("the refusal is not logged with the caller and the name:\n%s", s.Log())
 		}
+		// The api backend reads ownership from its Node informer: the own
+		// Node's delete costs no read. A second is ample for the watch to
+		// bring the addresses set above.
+		var getsBefore int
+		if backend == "api" {
+			time.Sleep(time.Second)
+			// The refusal above was confirmed with a read: the count is live.
+			if getsBefore = serverCalls(t, s, "get_node"); getsBefore < 1 {
+				t.Errorf("get_node calls = %d after a refused delete, want at least 1", getsBefore)
+			}
+		}
 		if got := direct("/v1/node/delete", own, ""); got != http.StatusOK {
 			t.Errorf("direct delete of its own Node = %d, want 200", got)
+		}
+		if backend == "api" {
+			if gets := serverCalls(t, s, "get_node") - getsBefore; gets != 0 {
+				t.Errorf("the delete of its own Node read it %d times, want 0: the Node informer was not used", gets)
+			}
 		}
 		if nodeExists(t, e, own) {
 			t.Errorf("its own Node %s is still there", own)
@@ -104,4 +121,29 @@ func TestTrustedProxies(t *testing.T) {
 			t.Error("the BMC password is in the server's log")
 		}
 	})
+}
+
+// serverCalls returns how many attempts of the Kubernetes API operation op
+// (e.g. "get_node") server s made, from its own
+// epoxy_extensions_kube_api_call_duration_seconds_count.
+func serverCalls(t *testing.T, s *Server, op string) int {
+	t.Helper()
+	got := do(t, http.MethodGet, s.URL+"/metrics", nil)
+	n := 0
+	for line := range strings.Lines(string(got.body)) {
+		rest, ok := strings.CutPrefix(strings.TrimSpace(line), "epoxy_extensions_kube_api_call_duration_seconds_count{")
+		if !ok {
+			continue
+		}
+		labels, value, _ := strings.Cut(rest, "} ")
+		if labelValue(labels, "operation") != op {
+			continue
+		}
+		v, err := strconv.Atoi(value)
+		if err != nil {
+			t.Fatalf("call count %q: %v", value, err)
+		}
+		n += v
+	}
+	return n
 }

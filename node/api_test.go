@@ -14,6 +14,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 
 	"github.com/m-lab/epoxy-extensions/node"
@@ -37,6 +38,7 @@ type fakeNodes struct {
 	block        bool
 	names        []string
 	preconds     []string // the UID precondition of each delete
+	gets         int
 }
 
 const fakeUID = "0b9d-uid"
@@ -46,6 +48,7 @@ func (f *fakeNodes) Get(ctx context.Context, name string, opts metav1.GetOptions
 		<-ctx.Done()
 		return nil, ctx.Err()
 	}
+	f.gets++
 	if f.getErr != nil {
 		return nil, f.getErr
 	}
@@ -182,3 +185,74 @@ func TestNames(t *testing.T) {
 
 // longestName is a valid name of 253 characters: five labels of 49 and one of 3.
 var longestName = strings.Repeat(strings.Repeat("a", 49)+".", 5) + "abc"
+
+// fakeCache knows the Nodes in it.
+type fakeCache map[string]*corev1.Node
+
+func (c fakeCache) Node(name string) (*corev1.Node, bool) {
+	n, ok := c[name]
+	return n, ok
+}
+
+// TestAPIDeleteFromCache checks that the checks before a delete read the
+// watch-fed cache when it knows the Node, with no Get, deleting on
+// condition of the cached UID; and that a Node it does not know, one
+// replaced since it saw it (the delete's precondition fails), or one it
+// would refuse (it may lag) is read from the API server, which decides.
+func TestAPIDeleteFromCache(t *testing.T) {
+	const name = "mlab1-lga01.mlab-oti.measurement-lab.org"
+	cached := func(uid string, controlPlane bool, addr string) *corev1.Node {
+		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, UID: types.UID(uid)}}
+		if controlPlane {
+			n.Labels = map[string]string{node.ControlPlaneLabel: ""}
+		}
+		n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: addr}}
+		return n
+	}
+	conflict := apierrors.NewConflict(nodesGR, name, errors.New("precondition failed"))
+	owner := netip.MustParseAddr("10.0.0.4")
+	tests := []struct {
+		name         string
+		cache        fakeCache
+		owner        netip.Addr
+		addrs        []string // the Node's addresses in the API server
+		controlPlane bool     // the Node in the API server is a control plane
+		errs         []error
+		wantErr      error
+		wantGets     int
+		wantPreconds []string
+	}{
+		{name: "own node, cached", cache: fakeCache{name: cached("cached-uid", false, "10.0.0.4")}, owner: owner,
+			wantPreconds: []string{"cached-uid"}},
+		{name: "proxy, cached", cache: fakeCache{name: cached("cached-uid", false, "10.0.0.9")},
+			wantPreconds: []string{"cached-uid"}},
+		{name: "another's node", cache: fakeCache{name: cached("cached-uid", false, "10.0.0.9")}, owner: owner,
+			addrs: []string{"10.0.0.9"}, wantErr: node.ErrNotOwnNode, wantGets: 1},
+		{name: "another's node as cached, its own by now", cache: fakeCache{name: cached("cached-uid", false, "")}, owner: owner,
+			wantGets: 1, wantPreconds: []string{fakeUID}},
+		{name: "control plane", cache: fakeCache{name: cached("cached-uid", true, "10.0.0.4")}, owner: owner,
+			controlPlane: true, wantErr: node.ErrControlPlane, wantGets: 1},
+		{name: "not cached: read", cache: fakeCache{}, owner: owner, wantGets: 1, wantPreconds: []string{fakeUID}},
+		{name: "replaced since cached: read again", cache: fakeCache{name: cached("old-uid", false, "10.0.0.4")}, owner: owner,
+			errs: []error{conflict}, wantGets: 1, wantPreconds: []string{"old-uid", fakeUID}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := &fakeNodes{addrs: tc.addrs, errs: tc.errs, controlPlane: tc.controlPlane}
+			if f.addrs == nil {
+				f.addrs = []string{"10.0.0.4"}
+			}
+			a := &node.API{Nodes: f, Cache: tc.cache, Timeout: time.Second}
+			err := a.Delete(context.Background(), name, tc.owner)
+			if !errors.Is(err, tc.wantErr) || (tc.wantErr == nil && err != nil) {
+				t.Fatalf("Delete() error = %v, want %v", err, tc.wantErr)
+			}
+			if f.gets != tc.wantGets {
+				t.Errorf("Gets = %d, want %d", f.gets, tc.wantGets)
+			}
+			if !slices.Equal(f.preconds, tc.wantPreconds) {
+				t.Errorf("delete preconditions = %q, want %q", f.preconds, tc.wantPreconds)
+			}
+		})
+	}
+}

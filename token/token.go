@@ -3,7 +3,6 @@
 // with the cluster as the only record, and revokes them; it keeps them in a
 // Store: Kubectl creates, reads and deletes the bootstrap-token Secrets with
 // kubectl, API writes the same Secrets through the Kubernetes API in-process.
-// RevokeOnReady revokes a host's tokens once its Node is Ready.
 package token
 
 import (

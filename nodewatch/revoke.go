@@ -1,4 +1,4 @@
-package token
+package nodewatch
 
 import (
 	"context"
@@ -7,10 +7,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/watch"
-	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/m-lab/epoxy-extensions/metrics"
@@ -27,57 +23,30 @@ func ReadySince(n *corev1.Node) (time.Time, bool) {
 	return time.Time{}, false
 }
 
-// slimNode keeps of a Node only what revocation reads: its name, resource
-// version and Ready condition with its transition time. It is the Node
-// informer's transform; anything else (a deletion marker) passes unchanged.
-func slimNode(obj any) (any, error) {
-	n, ok := obj.(*corev1.Node)
-	if !ok {
-		return obj, nil
-	}
-	slim := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n.Name, UID: n.UID, ResourceVersion: n.ResourceVersion}}
-	for _, c := range n.Status.Conditions {
-		if c.Type == corev1.NodeReady {
-			slim.Status.Conditions = []corev1.NodeCondition{{Type: c.Type, Status: c.Status, LastTransitionTime: c.LastTransitionTime}}
-			break
-		}
-	}
-	return slim, nil
-}
-
 // revokeTimeout bounds the revocation of one host's tokens.
 const revokeTimeout = 10 * time.Second
 
-// RevokeOnReady watches Nodes with one shared informer until ctx ends, and
-// when a Node becomes Ready, revokes its host's join tokens created before
-// that (the Node's name is the hostname the tokens were asked for): the
-// kubelet now holds its own certificate, and the token has done its job. A
-// token made while the Node is NotReady (a machine that rebooted, whose Node
-// stayed) lives until the Node is Ready again. Transitions older than ttl
-// are ignored: every token made before them has expired.
-//
-// client should be one for watches (kube.WatchClient): a per-request
-// timeout would cut the watch every time it elapses. The informer keeps of
-// each Node only its name and Ready condition (slimNode), not whole Nodes.
-func RevokeOnReady(ctx context.Context, client corev1client.CoreV1Interface, slots *Slots, ttl time.Duration, log *slog.Logger) {
-	lw := &cache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			return client.Nodes().List(ctx, o)
-		},
-		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			return client.Nodes().Watch(ctx, o)
-		},
-	}
-	inf := cache.NewSharedIndexInformer(lw, &corev1.Node{}, 0, cache.Indexers{})
-	// Cannot fail before the informer runs.
-	_ = inf.SetTransform(slimNode)
-	r := &readyRevoker{slots: slots, ttl: ttl, log: log, queue: make(chan string, 4096), done: map[string]time.Time{}}
+// Revoker revokes a host's join tokens made before notAfter and returns
+// how many it revoked: token.Slots does.
+type Revoker interface {
+	Revoke(ctx context.Context, host string, notAfter time.Time) (int, error)
+}
+
+// RevokeOnReady runs until ctx ends, and when a Node becomes Ready, has
+// tokens revoke its host's join tokens created before that (the Node's
+// name is the hostname the tokens were asked for): the kubelet now holds
+// its own certificate, and the token has done its job. A token made while
+// the Node is NotReady (a machine that rebooted, whose Node stayed) lives
+// until the Node is Ready again. Transitions older than ttl are ignored:
+// every token made before them has expired. The Watcher must Run too.
+func (w *Watcher) RevokeOnReady(ctx context.Context, tokens Revoker, ttl time.Duration, log *slog.Logger) {
+	r := &readyRevoker{tokens: tokens, ttl: ttl, log: log, queue: make(chan string, 4096), done: map[string]time.Time{}}
 	enqueue := func(obj any) {
 		if n, ok := obj.(*corev1.Node); ok {
 			r.offer(n)
 		}
 	}
-	inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+	reg, err := w.inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { enqueue(obj) },
 		UpdateFunc: func(_, obj any) { enqueue(obj) },
 		DeleteFunc: func(obj any) {
@@ -86,13 +55,17 @@ func RevokeOnReady(ctx context.Context, client corev1client.CoreV1Interface, slo
 			}
 		},
 	})
-	go inf.RunWithContext(ctx)
+	if err != nil { // only once the informer has stopped: ctx is done
+		log.Warn("not revoking the tokens of Ready nodes", "error", err)
+		return
+	}
+	defer w.inf.RemoveEventHandler(reg)
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case name := <-r.queue:
-			obj, exists, err := inf.GetStore().GetByKey(name)
+			obj, exists, err := w.inf.GetStore().GetByKey(name)
 			if err != nil || !exists {
 				r.forget(name)
 				continue
@@ -105,10 +78,10 @@ func RevokeOnReady(ctx context.Context, client corev1client.CoreV1Interface, slo
 // readyRevoker decides which Node events call for a revocation, and makes
 // each transition to Ready cost one look at the host's slots.
 type readyRevoker struct {
-	slots *Slots
-	ttl   time.Duration
-	log   *slog.Logger
-	queue chan string
+	tokens Revoker
+	ttl    time.Duration
+	log    *slog.Logger
+	queue  chan string
 
 	mu      sync.Mutex
 	done    map[string]time.Time // node → the Ready transition already handled
@@ -155,7 +128,7 @@ func (r *readyRevoker) revoke(ctx context.Context, n *corev1.Node) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, revokeTimeout)
 	defer cancel()
-	count, err := r.slots.Revoke(ctx, n.Name, since)
+	count, err := r.tokens.Revoke(ctx, n.Name, since)
 	if count > 0 {
 		metrics.TokensRevoked.WithLabelValues("node_ready").Add(float64(count))
 		r.log.Info("join tokens revoked", "host", n.Name, "tokens", count, "why", "node_ready", "ready_since", since.UTC().Format(time.RFC3339))
