@@ -20,6 +20,7 @@ import (
 	"github.com/m-lab/epoxy-extensions/node"
 	"github.com/m-lab/epoxy-extensions/nodewatch"
 	"github.com/m-lab/epoxy-extensions/token"
+	"github.com/m-lab/epoxy-extensions/token/kubeapi"
 )
 
 var (
@@ -194,10 +195,10 @@ func apiBackend(cfg backendConfig, log *slog.Logger) (*backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	secrets := token.NewSecretCache(watchClient.Secrets(metav1.NamespaceSystem))
+	secrets := kubeapi.NewSecretCache(watchClient.Secrets(metav1.NamespaceSystem))
 	joinDetails := kube.NewClusterValue(cluster)
 	slots := &token.Slots{
-		Store: &token.API{Secrets: client.Secrets(metav1.NamespaceSystem), Cluster: joinDetails,
+		Store: &kubeapi.Store{Secrets: client.Secrets(metav1.NamespaceSystem), Cluster: joinDetails,
 			Timeout: cfg.CommandTimeout, Cache: secrets},
 		Max:        cfg.MaxTokens,
 		MaxUnnamed: cfg.MaxUnnamedTokens,

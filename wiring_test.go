@@ -31,6 +31,7 @@ import (
 	"github.com/m-lab/epoxy-extensions/metrics"
 	"github.com/m-lab/epoxy-extensions/node"
 	"github.com/m-lab/epoxy-extensions/token"
+	"github.com/m-lab/epoxy-extensions/token/kubeapi"
 	"github.com/m-lab/epoxy-extensions/token/joincmd"
 )
 
@@ -169,7 +170,7 @@ func TestBackendErrors(t *testing.T) {
 		backend    string // counted in backend_failures and logged, for a 500
 		retryAfter string // for a 429 or 503
 	}{
-		{name: "token.API refused", tokens: slots(&token.API{Secrets: forbiddenAPI{}}), path: tokenPath, want: 500, backend: "kube_api"},
+		{name: "kubeapi.Store refused", tokens: slots(&kubeapi.Store{Secrets: forbiddenAPI{}}), path: tokenPath, want: 500, backend: "kube_api"},
 		{name: "token.Kubectl failing", tokens: slots(&token.Kubectl{Runner: failingRunner{}}), path: tokenPath, want: 500, backend: "kubectl"},
 		{name: "node.API refused", nodes: &node.API{Nodes: forbiddenNodes{}}, path: nodePath, want: 500, backend: "kube_api"},
 		{name: "node.API control plane", nodes: &node.API{Nodes: controlPlaneNodes{t}}, path: nodePath, want: 403},

@@ -45,8 +45,11 @@ type Slots struct {
 	// TTL is the lifetime of each token.
 	TTL time.Duration
 
-	now      func() time.Time       // time.Now when nil
-	generate func() (string, error) // bootstraputil.GenerateBootstrapToken when nil
+	// Now is the clock; nil means time.Now. Generate draws a random token
+	// (id.secret); nil means bootstraputil.GenerateBootstrapToken. Tests
+	// set them.
+	Now      func() time.Time
+	Generate func() (string, error)
 }
 
 // maxSlotAttempts bounds how often Create tries one slot when other
@@ -80,8 +83,8 @@ func (s *Slots) limit(host string) int {
 }
 
 func (s *Slots) clock() time.Time {
-	if s.now != nil {
-		return s.now()
+	if s.Now != nil {
+		return s.Now()
 	}
 	return time.Now()
 }
@@ -89,7 +92,7 @@ func (s *Slots) clock() time.Time {
 // newToken returns a fresh random token; with id set, it takes that id and
 // keeps only the random secret.
 func (s *Slots) newToken(id string) (string, error) {
-	generate := s.generate
+	generate := s.Generate
 	if generate == nil {
 		generate = bootstraputil.GenerateBootstrapToken
 	}

@@ -1,4 +1,4 @@
-package token
+package token_test
 
 import (
 	"context"
@@ -13,6 +13,15 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
 	"github.com/m-lab/epoxy-extensions/kube"
+	"github.com/m-lab/epoxy-extensions/token"
+	"github.com/m-lab/epoxy-extensions/token/internal/fakecluster"
+	"github.com/m-lab/epoxy-extensions/token/kubeapi"
+)
+
+var (
+	slotsCluster = kube.Cluster{APIAddress: "api.mlab-sandbox.measurement-lab.org:6443", CAHash: "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"}
+	// A quarter past seven in the evening in New York, 00:15 the next day in UTC.
+	clock = time.Date(2026, 11, 20, 19, 15, 30, 999, time.FixedZone("EST", -5*3600))
 )
 
 const (
@@ -20,17 +29,17 @@ const (
 	otherHost = "mlab2-lga01.mlab-oti.measurement-lab.org"
 )
 
-// newSlots returns Slots with the api store over a fake cluster, a limit
+// newSlots returns token.Slots with the api store over a fake cluster, a limit
 // of max per host and 2 for unnamed hosts, and a clock fixed at clock.
-func newSlots(max int) (*Slots, *fakeCluster) {
+func newSlots(max int) (*token.Slots, *fakecluster.Cluster) {
 	now := func() time.Time { return clock }
-	f := newFakeCluster(now)
-	return &Slots{
-		Store:      &API{Secrets: f, Cluster: kube.NewClusterValue(cluster), Timeout: 10 * time.Second},
+	f := fakecluster.New(now)
+	return &token.Slots{
+		Store:      &kubeapi.Store{Secrets: f, Cluster: kube.NewClusterValue(slotsCluster), Timeout: 10 * time.Second},
 		Max:        max,
 		MaxUnnamed: 2,
 		TTL:        5 * time.Minute,
-		now:        now,
+		Now:        now,
 	}, f
 }
 
@@ -40,21 +49,21 @@ func TestSlotID(t *testing.T) {
 	for h := range 2000 {
 		for i := range 3 {
 			host := fmt.Sprintf("mlab%d-abc%02d.mlab-oti.measurement-lab.org", h%4+1, h/4)
-			id := SlotID(host, i)
+			id := token.SlotID(host, i)
 			if !idRE.MatchString(id) {
 				t.Fatalf("SlotID(%q, %d) = %q, want [a-z0-9]{6}", host, i, id)
 			}
-			if again := SlotID(host, i); again != id {
+			if again := token.SlotID(host, i); again != id {
 				t.Fatalf("SlotID(%q, %d) = %q then %q, want the same", host, i, id, again)
 			}
 			key := fmt.Sprintf("%s/%d", host, i)
 			if prev, ok := seen[id]; ok {
-				t.Errorf("SlotID(%s) = SlotID(%s) = %q", key, prev, id)
+				t.Errorf("SlotID(%s) = token.SlotID(%s) = %q", key, prev, id)
 			}
 			seen[id] = key
 		}
 	}
-	if SlotID("", 0) == SlotID("", 1) {
+	if token.SlotID("", 0) == token.SlotID("", 1) {
 		t.Errorf("the unnamed host's slots 0 and 1 share an id")
 	}
 }
@@ -64,29 +73,41 @@ func TestSlotsCreate(t *testing.T) {
 	tests := []slotCase{
 		{name: "empty: slot 0", host: slotHost, max: 3, wantSlot: 0, wantLive: 1},
 		{name: "slot 0 live: slot 1", host: slotHost, max: 3, wantSlot: 1, wantLive: 2,
-			setup: func(f *fakeCluster) { f.put(SlotID(slotHost, 0), "aaaaaaaaaaaaaaaa", Description(slotHost), live) }},
+			setup: func(f *fakecluster.Cluster) {
+				f.Put(token.SlotID(slotHost, 0), "aaaaaaaaaaaaaaaa", token.Description(slotHost), live)
+			}},
 		{name: "all slots live: refused until the oldest expires", host: slotHost, max: 2, wantSlot: -1, wantLive: 2,
-			setup: func(f *fakeCluster) {
-				f.put(SlotID(slotHost, 0), "aaaaaaaaaaaaaaaa", Description(slotHost), live.Add(time.Minute))
-				f.put(SlotID(slotHost, 1), "bbbbbbbbbbbbbbbb", Description(slotHost), live)
+			setup: func(f *fakecluster.Cluster) {
+				f.Put(token.SlotID(slotHost, 0), "aaaaaaaaaaaaaaaa", token.Description(slotHost), live.Add(time.Minute))
+				f.Put(token.SlotID(slotHost, 1), "bbbbbbbbbbbbbbbb", token.Description(slotHost), live)
 			}, retryAt: live},
 		{name: "expired token of the host is replaced", host: slotHost, max: 1, wantSlot: 0, wantLive: 1,
-			setup: func(f *fakeCluster) { f.put(SlotID(slotHost, 0), "aaaaaaaaaaaaaaaa", Description(slotHost), expired) }},
+			setup: func(f *fakecluster.Cluster) {
+				f.Put(token.SlotID(slotHost, 0), "aaaaaaaaaaaaaaaa", token.Description(slotHost), expired)
+			}},
 		{name: "another host's live token in slot 0 is left alone", host: slotHost, max: 2, wantSlot: 1, wantLive: 1,
-			setup:    func(f *fakeCluster) { f.put(SlotID(slotHost, 0), "aaaaaaaaaaaaaaaa", Description(otherHost), live) },
-			wantKept: []string{SlotID(slotHost, 0)}},
+			setup: func(f *fakecluster.Cluster) {
+				f.Put(token.SlotID(slotHost, 0), "aaaaaaaaaaaaaaaa", token.Description(otherHost), live)
+			},
+			wantKept: []string{token.SlotID(slotHost, 0)}},
 		{name: "another host's expired token is left alone too", host: slotHost, max: 2, wantSlot: 1, wantLive: 1,
-			setup:    func(f *fakeCluster) { f.put(SlotID(slotHost, 0), "aaaaaaaaaaaaaaaa", Description(otherHost), expired) },
-			wantKept: []string{SlotID(slotHost, 0)}},
+			setup: func(f *fakecluster.Cluster) {
+				f.Put(token.SlotID(slotHost, 0), "aaaaaaaaaaaaaaaa", token.Description(otherHost), expired)
+			},
+			wantKept: []string{token.SlotID(slotHost, 0)}},
 		{name: "a slot held by another host is not counted", host: slotHost, max: 1, wantSlot: -1, wantLive: 0,
-			setup:    func(f *fakeCluster) { f.put(SlotID(slotHost, 0), "aaaaaaaaaaaaaaaa", Description(otherHost), live) },
-			wantKept: []string{SlotID(slotHost, 0)}, retryAt: clock.Add(5 * time.Minute)},
+			setup: func(f *fakecluster.Cluster) {
+				f.Put(token.SlotID(slotHost, 0), "aaaaaaaaaaaaaaaa", token.Description(otherHost), live)
+			},
+			wantKept: []string{token.SlotID(slotHost, 0)}, retryAt: clock.Add(5 * time.Minute)},
 		{name: "unnamed hosts have their own limit", host: "", max: 1, wantSlot: 1, wantLive: 2,
-			setup: func(f *fakeCluster) { f.put(SlotID("", 0), "aaaaaaaaaaaaaaaa", Description(""), live) }},
+			setup: func(f *fakecluster.Cluster) {
+				f.Put(token.SlotID("", 0), "aaaaaaaaaaaaaaaa", token.Description(""), live)
+			}},
 		{name: "unnamed hosts refused at their limit", host: "", max: 5, wantSlot: -1, wantLive: 2,
-			setup: func(f *fakeCluster) {
-				f.put(SlotID("", 0), "aaaaaaaaaaaaaaaa", Description(""), live)
-				f.put(SlotID("", 1), "bbbbbbbbbbbbbbbb", Description(""), live)
+			setup: func(f *fakecluster.Cluster) {
+				f.Put(token.SlotID("", 0), "aaaaaaaaaaaaaaaa", token.Description(""), live)
+				f.Put(token.SlotID("", 1), "bbbbbbbbbbbbbbbb", token.Description(""), live)
 			}, retryAt: live},
 	}
 	for _, tc := range tests {
@@ -102,12 +123,12 @@ func TestSlotsCreate(t *testing.T) {
 
 // listerAPI is the api store read as the exec store reads it: every slot
 // of a host first, in one call.
-type listerAPI struct{ *API }
+type listerAPI struct{ *kubeapi.Store }
 
-var _ Lister = listerAPI{}
+var _ token.Lister = listerAPI{}
 
-func (l listerAPI) GetAll(ctx context.Context, ids []string) (map[string]Slot, error) {
-	m := map[string]Slot{}
+func (l listerAPI) GetAll(ctx context.Context, ids []string) (map[string]token.Slot, error) {
+	m := map[string]token.Slot{}
 	for _, id := range ids {
 		s, found, err := l.Get(ctx, id)
 		if err != nil {
@@ -125,7 +146,7 @@ type slotCase struct {
 	name     string
 	host     string
 	max      int
-	setup    func(f *fakeCluster)
+	setup    func(f *fakecluster.Cluster)
 	wantSlot int // slot the new token lands in; -1 for a refusal
 	wantLive int // the host's live tokens afterwards
 	wantKept []string
@@ -135,19 +156,19 @@ type slotCase struct {
 func testSlotsCreate(t *testing.T, tc slotCase, lister bool) {
 	s, f := newSlots(tc.max)
 	if lister {
-		s.Store = listerAPI{s.Store.(*API)}
+		s.Store = listerAPI{s.Store.(*kubeapi.Store)}
 	}
 	if tc.setup != nil {
 		tc.setup(f)
 	}
 	kept := map[string]string{}
 	for _, id := range tc.wantKept {
-		kept[id] = f.secret(id).ResourceVersion
+		kept[id] = f.Secret(id).ResourceVersion
 	}
 	join, err := s.Create(context.Background(), tc.host)
 	if tc.wantSlot < 0 {
-		var limit *LimitError
-		if !errors.As(err, &limit) || !errors.Is(err, ErrLimit) {
+		var limit *token.LimitError
+		if !errors.As(err, &limit) || !errors.Is(err, token.ErrLimit) {
 			t.Fatalf("Create(%q) error = %v, want a LimitError", tc.host, err)
 		}
 		if d := limit.RetryAt.Sub(tc.retryAt); d < -time.Second || d > time.Second { // expirations are whole seconds
@@ -158,21 +179,21 @@ func testSlotsCreate(t *testing.T, tc slotCase, lister bool) {
 			t.Fatalf("Create(%q) error = %v", tc.host, err)
 		}
 		id, secret, _ := strings.Cut(join.Token, ".")
-		if want := SlotID(tc.host, tc.wantSlot); id != want {
+		if want := token.SlotID(tc.host, tc.wantSlot); id != want {
 			t.Errorf("token id = %q, want slot %d's %q", id, tc.wantSlot, want)
 		}
-		if got := string(f.secret(id).Data["token-secret"]); got != secret {
+		if got := string(f.Secret(id).Data["token-secret"]); got != secret {
 			t.Errorf("the Secret of %s does not hold the token returned", id)
 		}
-		if join.APIAddress != cluster.APIAddress || join.CAHash != cluster.CAHash {
+		if join.APIAddress != slotsCluster.APIAddress || join.CAHash != slotsCluster.CAHash {
 			t.Errorf("join = %+v, want the cluster's address and CA hash", join)
 		}
 	}
-	if got := f.live(clock)[Description(tc.host)]; got != tc.wantLive {
+	if got := f.Live(clock)[token.Description(tc.host)]; got != tc.wantLive {
 		t.Errorf("live tokens of %q = %d, want %d", tc.host, got, tc.wantLive)
 	}
 	for id, rv := range kept {
-		if s := f.secret(id); s == nil || s.ResourceVersion != rv {
+		if s := f.Secret(id); s == nil || s.ResourceVersion != rv {
 			t.Errorf("Secret %s was changed or deleted, want it left alone", id)
 		}
 	}
@@ -185,17 +206,17 @@ func TestSlotsNoLimitUsesRandomIDs(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if got := f.live(clock)[Description(slotHost)]; got != 5 {
+	if got := f.Live(clock)[token.Description(slotHost)]; got != 5 {
 		t.Errorf("live tokens = %d, want 5 without a limit", got)
 	}
 }
 
 // errStreamReset is a transport failure that is not retried: whether the
-// API server stored the Secret is unknown.
+// kubeapi.Store server stored the Secret is unknown.
 var errStreamReset = errors.New("http2: stream reset")
 
 func TestSlotsFailures(t *testing.T) {
-	forbidden := apierrors.NewForbidden(secretsGR, "x", errors.New("RBAC"))
+	forbidden := apierrors.NewForbidden(fakecluster.GR, "x", errors.New("RBAC"))
 	tests := []struct {
 		name     string
 		ttl      time.Duration
@@ -227,12 +248,12 @@ func TestSlotsFailures(t *testing.T) {
 			s, f := newSlots(3)
 			s.TTL = tc.ttl
 			if tc.name == "get fails after a taken slot" {
-				f.put(SlotID(slotHost, 0), "aaaaaaaaaaaaaaaa", Description(slotHost), clock.Add(time.Minute))
+				f.Put(token.SlotID(slotHost, 0), "aaaaaaaaaaaaaaaa", token.Description(slotHost), clock.Add(time.Minute))
 			}
 			if tc.hook != nil {
-				f.hook = func(op, _ string) error { return tc.hook(op) }
+				f.Hook = func(op, _ string) error { return tc.hook(op) }
 			}
-			f.storeThenFail = tc.lost
+			f.StoreThenFail = tc.lost
 			_, err := s.Create(context.Background(), slotHost)
 			if tc.wantErr == nil && err != nil {
 				t.Fatalf("Create() error = %v", err)
@@ -243,7 +264,7 @@ func TestSlotsFailures(t *testing.T) {
 			if err != nil && strings.Contains(err.Error(), "0123456789") {
 				t.Errorf("error %q may hold a token secret", err)
 			}
-			if got := f.live(clock)[Description(slotHost)]; got != tc.wantLive {
+			if got := f.Live(clock)[token.Description(slotHost)]; got != tc.wantLive {
 				t.Errorf("live tokens = %d, want %d: no orphan, no double count", got, tc.wantLive)
 			}
 		})
@@ -263,19 +284,19 @@ func TestSlotsRaceOnExpiredSlot(t *testing.T) {
 func testSlotsRaceOnExpiredSlot(t *testing.T, lister bool) {
 	s, f := newSlots(2)
 	if lister {
-		s.Store = listerAPI{s.Store.(*API)}
+		s.Store = listerAPI{s.Store.(*kubeapi.Store)}
 	}
-	id := SlotID(slotHost, 0)
-	f.put(id, "aaaaaaaaaaaaaaaa", Description(slotHost), clock.Add(-time.Second))
+	id := token.SlotID(slotHost, 0)
+	f.Put(id, "aaaaaaaaaaaaaaaa", token.Description(slotHost), clock.Add(-time.Second))
 	raced := false
-	f.hook = func(op, name string) error {
+	f.Hook = func(op, name string) error {
 		if op == "delete" && !raced {
 			raced = true
 			// The other replica frees the slot and fills it first.
-			f.mu.Lock()
-			delete(f.secrets, "bootstrap-token-"+id)
-			f.mu.Unlock()
-			f.put(id, "cccccccccccccccc", Description(slotHost), clock.Add(5*time.Minute))
+			f.Mu.Lock()
+			delete(f.Secrets, "bootstrap-token-"+id)
+			f.Mu.Unlock()
+			f.Put(id, "cccccccccccccccc", token.Description(slotHost), clock.Add(5*time.Minute))
 		}
 		return nil
 	}
@@ -283,24 +304,24 @@ func testSlotsRaceOnExpiredSlot(t *testing.T, lister bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := join.Token[:6], SlotID(slotHost, 1); got != want {
+	if got, want := join.Token[:6], token.SlotID(slotHost, 1); got != want {
 		t.Errorf("token id = %q, want slot 1's %q", got, want)
 	}
-	if got := f.live(clock)[Description(slotHost)]; got != 2 {
+	if got := f.Live(clock)[token.Description(slotHost)]; got != 2 {
 		t.Errorf("live tokens = %d, want 2 (one per replica)", got)
 	}
 }
 
-// TestSlotsConcurrentReplicas has three replicas, each its own Slots over
+// TestSlotsConcurrentReplicas has three replicas, each its own token.Slots over
 // one cluster, serve 30 requests of one host at once: exactly the limit
 // gets tokens, every other request is refused, on every run.
 func TestSlotsConcurrentReplicas(t *testing.T) {
 	const max, n = 3, 30
 	_, f := newSlots(max)
-	replicas := make([]*Slots, 3)
+	replicas := make([]*token.Slots, 3)
 	for i := range replicas {
 		replicas[i], _ = newSlots(max)
-		replicas[i].Store = &API{Secrets: f, Cluster: kube.NewClusterValue(cluster), Timeout: 10 * time.Second}
+		replicas[i].Store = &kubeapi.Store{Secrets: f, Cluster: kube.NewClusterValue(slotsCluster), Timeout: 10 * time.Second}
 	}
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -315,7 +336,7 @@ func TestSlotsConcurrentReplicas(t *testing.T) {
 			switch {
 			case err == nil:
 				ok++
-			case errors.Is(err, ErrLimit):
+			case errors.Is(err, token.ErrLimit):
 				limited++
 			default:
 				t.Errorf("Create() error = %v", err)
@@ -326,15 +347,15 @@ func TestSlotsConcurrentReplicas(t *testing.T) {
 	if ok != max || limited != n-max {
 		t.Errorf("%d tokens and %d refusals, want %d and %d", ok, limited, max, n-max)
 	}
-	if got := f.live(clock)[Description(slotHost)]; got != max {
+	if got := f.Live(clock)[token.Description(slotHost)]; got != max {
 		t.Errorf("live tokens = %d, want %d", got, max)
 	}
 }
 
 func TestSlotsRevoke(t *testing.T) {
 	s, f := newSlots(3)
-	f.put(SlotID(slotHost, 0), "aaaaaaaaaaaaaaaa", Description(slotHost), clock.Add(time.Minute)) // created a minute ago
-	f.put(SlotID(slotHost, 1), "bbbbbbbbbbbbbbbb", Description(otherHost), clock.Add(time.Minute))
+	f.Put(token.SlotID(slotHost, 0), "aaaaaaaaaaaaaaaa", token.Description(slotHost), clock.Add(time.Minute)) // created a minute ago
+	f.Put(token.SlotID(slotHost, 1), "bbbbbbbbbbbbbbbb", token.Description(otherHost), clock.Add(time.Minute))
 	if _, err := s.Create(context.Background(), slotHost); err != nil { // slot 2, created now
 		t.Fatal(err)
 	}
@@ -342,29 +363,29 @@ func TestSlotsRevoke(t *testing.T) {
 	if err != nil || n != 1 {
 		t.Errorf("Revoke(before 30 s ago) = %d, %v; want 1 (only the older token)", n, err)
 	}
-	if f.secret(SlotID(slotHost, 2)) == nil {
+	if f.Secret(token.SlotID(slotHost, 2)) == nil {
 		t.Errorf("the token created after the cut-off was revoked")
 	}
 	n, err = s.Revoke(context.Background(), slotHost, time.Time{})
 	if err != nil || n != 1 {
 		t.Errorf("Revoke(all) = %d, %v; want 1", n, err)
 	}
-	if f.secret(SlotID(slotHost, 1)) == nil {
+	if f.Secret(token.SlotID(slotHost, 1)) == nil {
 		t.Errorf("another host's token in the host's slot was revoked")
 	}
-	if got := f.live(clock)[Description(slotHost)]; got != 0 {
+	if got := f.Live(clock)[token.Description(slotHost)]; got != 0 {
 		t.Errorf("live tokens = %d after Revoke, want 0", got)
 	}
 }
 
-// countingLister counts GetAll calls of the api store read as a Lister.
+// countingLister counts GetAll calls of the api store read as a token.Lister.
 type countingLister struct {
 	listerAPI
 	mu    sync.Mutex
 	lists [][]string
 }
 
-func (c *countingLister) GetAll(ctx context.Context, ids []string) (map[string]Slot, error) {
+func (c *countingLister) GetAll(ctx context.Context, ids []string) (map[string]token.Slot, error) {
 	c.mu.Lock()
 	c.lists = append(c.lists, ids)
 	c.mu.Unlock()
@@ -372,7 +393,7 @@ func (c *countingLister) GetAll(ctx context.Context, ids []string) (map[string]S
 }
 
 // TestSlotsCreateReadsOnlyWhenTaken checks the calls a Create makes with a
-// Lister (the exec store, one process per call): a host without a live
+// token.Lister (the exec store, one process per call): a host without a live
 // token costs one create and no read; a host whose slot 0 is taken, one
 // read of the other slots, at once.
 func TestSlotsCreateReadsOnlyWhenTaken(t *testing.T) {
@@ -390,18 +411,18 @@ func TestSlotsCreateReadsOnlyWhenTaken(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			s, f := newSlots(3)
-			l := &countingLister{listerAPI: listerAPI{s.Store.(*API)}}
+			l := &countingLister{listerAPI: listerAPI{s.Store.(*kubeapi.Store)}}
 			s.Store = l
 			for i := range tc.taken {
-				f.put(SlotID(slotHost, i), "aaaaaaaaaaaaaaaa", Description(slotHost), live)
+				f.Put(token.SlotID(slotHost, i), "aaaaaaaaaaaaaaaa", token.Description(slotHost), live)
 			}
-			f.calls = nil
+			f.Calls = nil
 			s.Create(context.Background(), slotHost)
 			var got []string
-			for _, c := range f.calls {
+			for _, c := range f.Calls {
 				if op, name, _ := strings.Cut(c, " "); op == "create" {
 					for i := range 3 {
-						if name == "bootstrap-token-"+SlotID(slotHost, i) {
+						if name == "bootstrap-token-"+token.SlotID(slotHost, i) {
 							got = append(got, fmt.Sprintf("create %d", i))
 						}
 					}

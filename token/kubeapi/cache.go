@@ -1,4 +1,4 @@
-package token
+package kubeapi
 
 import (
 	"context"
@@ -12,6 +12,8 @@ import (
 	"k8s.io/client-go/tools/cache"
 	bootstrapapi "k8s.io/cluster-bootstrap/token/api"
 	bootstraputil "k8s.io/cluster-bootstrap/token/util"
+
+	"github.com/m-lab/epoxy-extensions/token"
 )
 
 // SecretWatcher lists and watches Secrets in kube-system: client-go's
@@ -22,15 +24,15 @@ type SecretWatcher interface {
 }
 
 // SecretCache is a watch-fed copy of the bootstrap-token Secrets in
-// kube-system that keeps only what Slots reads: name, UID, resource
+// kube-system that keeps only what token.Slots reads: name, UID, resource
 // version, creation time, description and expiration. The token secret is
-// never kept. With it, API answers GetAll without an API request, so that
+// never kept. With it, Store answers GetAll without an Store request, so that
 // a host whose slots are full is refused for free and a host with a free
 // slot costs one Create.
 //
-// The cache is a hint, never the truth: it may lag the API server by a
-// watch event. A slot it shows free is tried with a Create, which the API
-// server refuses when the slot is taken after all (then Slots reads it with
+// The cache is a hint, never the truth: it may lag the Store server by a
+// watch event. A slot it shows free is tried with a Create, which the Store
+// server refuses when the slot is taken after all (then token.Slots reads it with
 // a Get); a token it still shows after another replica deleted it is
 // counted until the watch says so, a few milliseconds. Neither can make two
 // tokens share a slot or overwrite one.
@@ -73,14 +75,14 @@ func (c *SecretCache) WaitSynced(ctx context.Context) bool {
 }
 
 // lookup returns the slot of token id as the cache knows it.
-func (c *SecretCache) lookup(id string) (Slot, bool) {
+func (c *SecretCache) lookup(id string) (token.Slot, bool) {
 	obj, ok, err := c.inf.GetStore().GetByKey(metav1.NamespaceSystem + "/" + bootstraputil.BootstrapTokenSecretName(id))
 	if err != nil || !ok {
-		return Slot{}, false
+		return token.Slot{}, false
 	}
 	s, ok := obj.(*corev1.Secret)
 	if !ok {
-		return Slot{}, false
+		return token.Slot{}, false
 	}
 	return slotOf(id, s), true
 }
@@ -100,7 +102,7 @@ func (c *SecretCache) removed(id string) {
 	_ = c.inf.GetStore().Delete(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: metav1.NamespaceSystem}})
 }
 
-// slimSecret keeps of a bootstrap-token Secret only what Slots reads; it is
+// slimSecret keeps of a bootstrap-token Secret only what token.Slots reads; it is
 // the informer's transform, so the token secret never enters the cache.
 // Anything else (a deletion marker) passes unchanged.
 func slimSecret(obj any) (any, error) {
@@ -130,17 +132,17 @@ func slimSecret(obj any) (any, error) {
 }
 
 // ReadsAreFree reports whether a has a cache to read slots from: then
-// Slots reads a host's slots before it creates (FreeReader).
-func (a *API) ReadsAreFree() bool { return a.Cache != nil }
+// token.Slots reads a host's slots before it creates (token.FreeReader).
+func (a *Store) ReadsAreFree() bool { return a.Cache != nil }
 
 // cacheSyncWait bounds how long GetAll waits for a cache that is still
-// filling (the first list after start) before it reads the API server.
+// filling (the first list after start) before it reads the Store server.
 const cacheSyncWait = 2 * time.Second
 
 // GetAll returns the Secrets of those ids that exist: from the cache once
-// it is filled, at no API request; before, with one Get each.
-func (a *API) GetAll(ctx context.Context, ids []string) (map[string]Slot, error) {
-	found := make(map[string]Slot, len(ids))
+// it is filled, at no Store request; before, with one Get each.
+func (a *Store) GetAll(ctx context.Context, ids []string) (map[string]token.Slot, error) {
+	found := make(map[string]token.Slot, len(ids))
 	if a.Cache != nil && !a.Cache.Synced() {
 		wctx, cancel := context.WithTimeout(ctx, cacheSyncWait)
 		a.Cache.WaitSynced(wctx)

@@ -1,4 +1,8 @@
-package token
+// Package kubeapi keeps join tokens as bootstrap-token Secrets through the
+// Kubernetes API, in-process (the api backend): Store creates only, never
+// overwriting a token, and SecretCache is the watch-fed copy of the
+// Secrets that lets token.Slots read a host's slots at no request.
+package kubeapi
 
 import (
 	"context"
@@ -17,6 +21,7 @@ import (
 	bootstraputil "k8s.io/cluster-bootstrap/token/util"
 
 	"github.com/m-lab/epoxy-extensions/kube"
+	"github.com/m-lab/epoxy-extensions/token"
 )
 
 // SecretClient creates, reads and deletes Secrets in kube-system:
@@ -27,29 +32,29 @@ type SecretClient interface {
 	Delete(ctx context.Context, name string, opts metav1.DeleteOptions) error
 }
 
-// API keeps tokens as bootstrap-token Secrets through the Kubernetes API,
+// Store keeps tokens as bootstrap-token Secrets through the Kubernetes Store,
 // writing the very Secret `kubeadm token create` writes, in about a
-// millisecond instead of a process start. It is a Store.
-type API struct {
+// millisecond instead of a process start. It is a token.Store.
+type Store struct {
 	// Secrets reaches Secrets in kube-system.
 	Secrets SecretClient
-	// Cluster is the API address and CA hash returned with every token.
+	// Cluster is the Store address and CA hash returned with every token.
 	Cluster *kube.ClusterValue
-	// Timeout bounds each API call, retries included.
+	// Timeout bounds each Store call, retries included.
 	Timeout time.Duration
-	// Cache, when set and filled, answers GetAll without an API request.
+	// Cache, when set and filled, answers GetAll without an Store request.
 	Cache *SecretCache
 }
 
 var (
-	_ Store      = (*API)(nil)
-	_ FreeReader = (*API)(nil)
+	_ token.Store      = (*Store)(nil)
+	_ token.FreeReader = (*Store)(nil)
 )
 
 // cleanupTimeout bounds removing a token whose create failed half-way.
 const cleanupTimeout = 2 * time.Second
 
-func (a *API) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+func (a *Store) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
 	if a.Timeout > 0 {
 		return context.WithTimeout(ctx, a.Timeout)
 	}
@@ -58,16 +63,16 @@ func (a *API) withTimeout(ctx context.Context) (context.Context, context.CancelF
 
 // Put creates the bootstrap-token Secret of tok. Unlike kubeadm, which
 // creates or updates, it only ever creates: an id already taken is never
-// overwritten (ErrSlotTaken). When a retried create finds the Secret its own
-// lost answer made, that is success; when the create fails after the API
+// overwritten (token.ErrSlotTaken). When a retried create finds the Secret its own
+// lost answer made, that is success; when the create fails after the Store
 // server may have stored it, Put deletes it again, so that a failure leaves
 // no usable token behind.
-func (a *API) Put(ctx context.Context, tok, description string, expires time.Time) (Join, error) {
+func (a *Store) Put(ctx context.Context, tok, description string, expires time.Time) (token.Join, error) {
 	id, secret, ok := strings.Cut(tok, ".")
 	if !ok {
-		return Join{}, errors.New("token is not of the form id.secret")
+		return token.Join{}, errors.New("token is not of the form id.secret")
 	}
-	s := BootstrapSecret(id, secret, description, expires)
+	s := token.BootstrapSecret(id, secret, description, expires)
 	cctx, cancel := a.withTimeout(ctx)
 	defer cancel()
 	attempts := 0
@@ -89,25 +94,25 @@ func (a *API) Put(ctx context.Context, tok, description string, expires time.Tim
 		if mine {
 			err = nil // an earlier attempt's answer was lost: the Secret is ours
 		} else {
-			return Join{}, fmt.Errorf("creating Secret %s/%s: %w", s.Namespace, s.Name, ErrSlotTaken)
+			return token.Join{}, fmt.Errorf("creating Secret %s/%s: %w", s.Namespace, s.Name, token.ErrSlotTaken)
 		}
 	}
 	if err != nil {
 		if mayBeStored(err) {
 			a.cleanup(id, secret)
 		}
-		return Join{}, fmt.Errorf("creating Secret %s/%s: %w", s.Namespace, s.Name, err)
+		return token.Join{}, fmt.Errorf("creating Secret %s/%s: %w", s.Namespace, s.Name, err)
 	}
 	if a.Cache != nil && created != nil {
 		a.Cache.wrote(created)
 	}
 	c := a.Cluster.Load()
-	return Join{APIAddress: c.APIAddress, Token: tok, CAHash: c.CAHash}, nil
+	return token.Join{APIAddress: c.APIAddress, Token: tok, CAHash: c.CAHash}, nil
 }
 
 // mayBeStored reports whether a create that failed with err may have been
 // stored all the same: not when the client never sent it (its rate limiter)
-// or the API server refused it with a client error (4xx, 429 included).
+// or the Store server refused it with a client error (4xx, 429 included).
 func mayBeStored(err error) bool {
 	if errors.Is(err, kube.ErrOverloaded) || utilnet.IsConnectionRefused(err) {
 		return false
@@ -121,7 +126,7 @@ func mayBeStored(err error) bool {
 }
 
 // holds reports whether the Secret of id holds secret, and returns it.
-func (a *API) holds(ctx context.Context, id, secret string) (bool, *corev1.Secret) {
+func (a *Store) holds(ctx context.Context, id, secret string) (bool, *corev1.Secret) {
 	var s *corev1.Secret
 	err := kube.Call(ctx, "get_secret", func(ctx context.Context) error {
 		var err error
@@ -138,11 +143,11 @@ func (a *API) holds(ctx context.Context, id, secret string) (bool, *corev1.Secre
 // cleanup deletes the Secret of id if it holds secret: a create that failed
 // as far as the caller knows may have been stored all the same. One
 // attempt each to read and delete, within cleanupTimeout, so that a failing
-// API server does not hold the answer up. A Secret still left behind (the
-// API server unreachable even for this) holds one of the host's slots until
+// Store server does not hold the answer up. A Secret still left behind (the
+// Store server unreachable even for this) holds one of the host's slots until
 // it expires with its TTL: the count stays right, the host has one token
 // fewer to get meanwhile.
-func (a *API) cleanup(id, secret string) {
+func (a *Store) cleanup(id, secret string) {
 	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
 	defer cancel()
 	s, err := a.Secrets.Get(ctx, bootstraputil.BootstrapTokenSecretName(id), metav1.GetOptions{})
@@ -154,7 +159,7 @@ func (a *API) cleanup(id, secret string) {
 }
 
 // Get returns the Secret of token id.
-func (a *API) Get(ctx context.Context, id string) (Slot, bool, error) {
+func (a *Store) Get(ctx context.Context, id string) (token.Slot, bool, error) {
 	ctx, cancel := a.withTimeout(ctx)
 	defer cancel()
 	name := bootstraputil.BootstrapTokenSecretName(id)
@@ -168,10 +173,10 @@ func (a *API) Get(ctx context.Context, id string) (Slot, bool, error) {
 		if a.Cache != nil {
 			a.Cache.removed(id)
 		}
-		return Slot{}, false, nil
+		return token.Slot{}, false, nil
 	}
 	if err != nil {
-		return Slot{}, false, fmt.Errorf("reading Secret %s/%s: %w", metav1.NamespaceSystem, name, err)
+		return token.Slot{}, false, fmt.Errorf("reading Secret %s/%s: %w", metav1.NamespaceSystem, name, err)
 	}
 	if a.Cache != nil && s.Type == bootstrapapi.SecretTypeBootstrapToken {
 		a.Cache.wrote(s) // the truth, for the next answer
@@ -179,10 +184,10 @@ func (a *API) Get(ctx context.Context, id string) (Slot, bool, error) {
 	return slotOf(id, s), true, nil
 }
 
-// slotOf reads what Slots needs from the Secret of token id. A Secret that
+// slotOf reads what token.Slots needs from the Secret of token id. A Secret that
 // is no bootstrap token has no description and no owner.
-func slotOf(id string, s *corev1.Secret) Slot {
-	slot := Slot{ID: id, UID: string(s.UID), ResourceVersion: s.ResourceVersion, Created: s.CreationTimestamp.Time}
+func slotOf(id string, s *corev1.Secret) token.Slot {
+	slot := token.Slot{ID: id, UID: string(s.UID), ResourceVersion: s.ResourceVersion, Created: s.CreationTimestamp.Time}
 	if s.Type != bootstrapapi.SecretTypeBootstrapToken {
 		return slot
 	}
@@ -190,7 +195,7 @@ func slotOf(id string, s *corev1.Secret) Slot {
 	if exp := s.Data[bootstrapapi.BootstrapTokenExpirationKey]; len(exp) > 0 {
 		t, err := time.Parse(time.RFC3339, string(exp))
 		if err != nil {
-			t = time.Unix(0, 0) // unreadable: the API server treats it as expired too
+			t = time.Unix(0, 0) // unreadable: the Store server treats it as expired too
 		}
 		slot.Expires = t
 	}
@@ -198,11 +203,11 @@ func slotOf(id string, s *corev1.Secret) Slot {
 }
 
 // Remove deletes the Secret of s if it is still that object.
-func (a *API) Remove(ctx context.Context, s Slot) error {
+func (a *Store) Remove(ctx context.Context, s token.Slot) error {
 	ctx, cancel := a.withTimeout(ctx)
 	defer cancel()
 	err := a.remove(ctx, bootstraputil.BootstrapTokenSecretName(s.ID), types.UID(s.UID), s.ResourceVersion)
-	if a.Cache != nil && (err == nil || errors.Is(err, ErrSlotChanged)) {
+	if a.Cache != nil && (err == nil || errors.Is(err, token.ErrSlotChanged)) {
 		// Gone, or replaced: either way the cached object is not the
 		// slot's; the watch brings the replacement, and until then a
 		// Create finds out.
@@ -211,7 +216,7 @@ func (a *API) Remove(ctx context.Context, s Slot) error {
 	return err
 }
 
-func (a *API) remove(ctx context.Context, name string, uid types.UID, rv string) error {
+func (a *Store) remove(ctx context.Context, name string, uid types.UID, rv string) error {
 	opts := metav1.DeleteOptions{Preconditions: &metav1.Preconditions{}}
 	if uid != "" {
 		opts.Preconditions.UID = &uid
@@ -223,7 +228,7 @@ func (a *API) remove(ctx context.Context, name string, uid types.UID, rv string)
 		return a.Secrets.Delete(ctx, name, opts)
 	})
 	if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
-		return fmt.Errorf("deleting Secret %s/%s: %w", metav1.NamespaceSystem, name, ErrSlotChanged)
+		return fmt.Errorf("deleting Secret %s/%s: %w", metav1.NamespaceSystem, name, token.ErrSlotChanged)
 	}
 	if err != nil {
 		return fmt.Errorf("deleting Secret %s/%s: %w", metav1.NamespaceSystem, name, err)
@@ -232,4 +237,4 @@ func (a *API) remove(ctx context.Context, name string, uid types.UID, rv string)
 }
 
 // Name is the backend's name in logs and metrics: "kube_api".
-func (*API) Name() string { return "kube_api" }
+func (*Store) Name() string { return "kube_api" }

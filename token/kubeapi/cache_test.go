@@ -1,4 +1,4 @@
-package token
+package kubeapi
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/m-lab/epoxy-extensions/kube"
+	"github.com/m-lab/epoxy-extensions/token"
 )
 
 // runCache starts a SecretCache over the kube-system Secrets of cs and
@@ -41,15 +42,15 @@ func secretCalls(cs *fake.Clientset, skip int) []string {
 	return verbs
 }
 
-// TestSecretCacheKeepsNoSecret checks that the cache holds what Slots reads
+// TestSecretCacheKeepsNoSecret checks that the cache holds what token.Slots reads
 // of a bootstrap-token Secret, and never its token secret.
 func TestSecretCacheKeepsNoSecret(t *testing.T) {
-	id := SlotID(slotHost, 0)
-	s := BootstrapSecret(id, "0123456789abcdef", Description(slotHost), clock.Add(5*time.Minute))
+	id := token.SlotID(slotHost, 0)
+	s := token.BootstrapSecret(id, "0123456789abcdef", token.Description(slotHost), clock.Add(5*time.Minute))
 	s.UID, s.ResourceVersion, s.CreationTimestamp = "uid-1", "7", metav1.NewTime(clock.Truncate(time.Second))
 	c := runCache(t, fake.NewClientset(s))
 	got, ok := c.lookup(id)
-	want := Slot{ID: id, UID: "uid-1", ResourceVersion: "7", Description: Description(slotHost),
+	want := token.Slot{ID: id, UID: "uid-1", ResourceVersion: "7", Description: token.Description(slotHost),
 		Created: clock.Truncate(time.Second), Expires: clock.Add(5 * time.Minute).Truncate(time.Second)}
 	if !ok || got.ID != want.ID || got.UID != want.UID || got.ResourceVersion != want.ResourceVersion ||
 		got.Description != want.Description || !got.Created.Equal(want.Created) || !got.Expires.Equal(want.Expires) {
@@ -61,7 +62,7 @@ func TestSecretCacheKeepsNoSecret(t *testing.T) {
 			t.Errorf("cached Secret %s keeps keys %v, want only description and expiration", sec.Name, keys(sec.Data))
 		}
 	}
-	if _, ok := c.lookup(SlotID(slotHost, 1)); ok {
+	if _, ok := c.lookup(token.SlotID(slotHost, 1)); ok {
 		t.Errorf("lookup of a slot without a Secret found one")
 	}
 }
@@ -80,8 +81,8 @@ func keys(m map[string][]byte) []string {
 func TestCachedSlotsCost(t *testing.T) {
 	cs := fake.NewClientset()
 	c := runCache(t, cs)
-	s := &Slots{
-		Store: &API{Secrets: cs.CoreV1().Secrets(metav1.NamespaceSystem), Cluster: kube.NewClusterValue(cluster),
+	s := &token.Slots{
+		Store: &Store{Secrets: cs.CoreV1().Secrets(metav1.NamespaceSystem), Cluster: kube.NewClusterValue(cluster),
 			Timeout: 10 * time.Second, Cache: c},
 		Max: 3, TTL: 5 * time.Minute,
 	}
@@ -97,7 +98,7 @@ func TestCachedSlotsCost(t *testing.T) {
 	skip = len(cs.Actions())
 	for range 10 {
 		_, err := s.Create(context.Background(), slotHost)
-		if !errors.Is(err, ErrLimit) {
+		if !errors.Is(err, token.ErrLimit) {
 			t.Fatalf("a fourth token: error %v, want ErrLimit", err)
 		}
 	}
@@ -111,31 +112,31 @@ func TestCachedSlotsCost(t *testing.T) {
 // truth, the token goes into slot 1, and slot 0 keeps the other token.
 func TestStaleCacheCostsARetry(t *testing.T) {
 	s, f := newSlots(3)
-	f.put(SlotID(slotHost, 0), "aaaaaaaaaaaaaaaa", Description(slotHost), clock.Add(time.Minute)) // unseen by the cache
+	f.Put(token.SlotID(slotHost, 0), "aaaaaaaaaaaaaaaa", token.Description(slotHost), clock.Add(time.Minute)) // unseen by the cache
 	cs := fake.NewClientset()
-	s.Store.(*API).Cache = runCache(t, cs)
+	s.Store.(*Store).Cache = runCache(t, cs)
 	join, err := s.Create(context.Background(), slotHost)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if id := join.Token[:6]; id != SlotID(slotHost, 1) {
-		t.Errorf("token in slot id %s, want slot 1's %s", id, SlotID(slotHost, 1))
+	if id := join.Token[:6]; id != token.SlotID(slotHost, 1) {
+		t.Errorf("token in slot id %s, want slot 1's %s", id, token.SlotID(slotHost, 1))
 	}
-	if got := string(f.secret(SlotID(slotHost, 0)).Data["token-secret"]); got != "aaaaaaaaaaaaaaaa" {
+	if got := string(f.Secret(token.SlotID(slotHost, 0)).Data["token-secret"]); got != "aaaaaaaaaaaaaaaa" {
 		t.Errorf("slot 0 was overwritten")
 	}
-	want := []string{"create bootstrap-token-" + SlotID(slotHost, 0), "get bootstrap-token-" + SlotID(slotHost, 0),
-		"create bootstrap-token-" + SlotID(slotHost, 1)}
-	if len(f.calls) != len(want) || f.calls[0] != want[0] || f.calls[1] != want[1] || f.calls[2] != want[2] {
-		t.Errorf("calls %q, want %q", f.calls, want)
+	want := []string{"create bootstrap-token-" + token.SlotID(slotHost, 0), "get bootstrap-token-" + token.SlotID(slotHost, 0),
+		"create bootstrap-token-" + token.SlotID(slotHost, 1)}
+	if len(f.Calls) != len(want) || f.Calls[0] != want[0] || f.Calls[1] != want[1] || f.Calls[2] != want[2] {
+		t.Errorf("calls %q, want %q", f.Calls, want)
 	}
 	// The Get taught the cache: the next request skips slot 0 and 1.
-	f.calls = nil
+	f.Calls = nil
 	if _, err := s.Create(context.Background(), slotHost); err != nil {
 		t.Fatal(err)
 	}
-	if want := []string{"create bootstrap-token-" + SlotID(slotHost, 2)}; len(f.calls) != 1 || f.calls[0] != want[0] {
-		t.Errorf("calls %q, want %q", f.calls, want)
+	if want := []string{"create bootstrap-token-" + token.SlotID(slotHost, 2)}; len(f.Calls) != 1 || f.Calls[0] != want[0] {
+		t.Errorf("calls %q, want %q", f.Calls, want)
 	}
 }
 
@@ -153,9 +154,9 @@ func TestCacheFollowsTheWatch(t *testing.T) {
 		}
 		return false
 	})
-	id := SlotID(otherHost, 0)
+	id := token.SlotID(otherHost, 0)
 	secrets := cs.CoreV1().Secrets(metav1.NamespaceSystem)
-	if _, err := secrets.Create(context.Background(), BootstrapSecret(id, "0123456789abcdef", Description(otherHost), clock), metav1.CreateOptions{}); err != nil {
+	if _, err := secrets.Create(context.Background(), token.BootstrapSecret(id, "0123456789abcdef", token.Description(otherHost), clock), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "the created Secret in the cache", func() bool { _, ok := c.lookup(id); return ok })

@@ -1,4 +1,4 @@
-package token
+package kubeapi
 
 import (
 	"context"
@@ -13,18 +13,37 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/m-lab/epoxy-extensions/kube"
+	"github.com/m-lab/epoxy-extensions/token"
+	"github.com/m-lab/epoxy-extensions/token/internal/fakecluster"
 )
 
 var (
 	joinTokenRE = regexp.MustCompile(`^[a-z0-9]{6}\.[a-z0-9]{16}$`)
 	cluster     = kube.Cluster{APIAddress: "api.mlab-sandbox.measurement-lab.org:6443", CAHash: "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"}
 	// A quarter past seven in the evening in New York, 00:15 the next day in UTC.
-	clock     = time.Date(2026, 11, 20, 19, 15, 30, 999, time.FixedZone("EST", -5*3600))
-	secretsGR = schema.GroupResource{Resource: "secrets"}
+	clock = time.Date(2026, 11, 20, 19, 15, 30, 999, time.FixedZone("EST", -5*3600))
 )
+
+const (
+	slotHost  = "mlab1-lga01.mlab-oti.measurement-lab.org"
+	otherHost = "mlab2-lga01.mlab-oti.measurement-lab.org"
+)
+
+// newSlots returns Slots with this store over a fake cluster, a limit of
+// max per host and 2 for unnamed hosts, and a clock fixed at clock.
+func newSlots(max int) (*token.Slots, *fakecluster.Cluster) {
+	now := func() time.Time { return clock }
+	f := fakecluster.New(now)
+	return &token.Slots{
+		Store:      &Store{Secrets: f, Cluster: kube.NewClusterValue(cluster), Timeout: 10 * time.Second},
+		Max:        max,
+		MaxUnnamed: 2,
+		TTL:        5 * time.Minute,
+		Now:        now,
+	}, f
+}
 
 // scripted returns a generator that hands out toks in turn.
 func scripted(toks ...string) func() (string, error) {
@@ -79,11 +98,8 @@ func checkSecret(t *testing.T, s *corev1.Secret, id string, data map[string]stri
 }
 
 func TestName(t *testing.T) {
-	if got := (&API{}).Name(); got != "kube_api" {
-		t.Errorf("API.Name() = %q, want kube_api", got)
-	}
-	if got := (&Kubectl{}).Name(); got != "kubectl" {
-		t.Errorf("Kubectl.Name() = %q, want kubectl", got)
+	if got := (&Store{}).Name(); got != "kube_api" {
+		t.Errorf("Store.Name() = %q, want kube_api", got)
 	}
 }
 
@@ -94,7 +110,7 @@ func TestMayBeStored(t *testing.T) {
 		want bool
 	}{
 		{"throttled by the client", fmt.Errorf("x: %w", kube.ErrOverloaded), false},
-		{"forbidden", apierrors.NewForbidden(secretsGR, "x", errors.New("RBAC")), false},
+		{"forbidden", apierrors.NewForbidden(fakecluster.GR, "x", errors.New("RBAC")), false},
 		{"invalid", apierrors.NewBadRequest("bad"), false},
 		{"server error", apierrors.NewInternalError(errors.New("etcd")), true},
 		{"timeout", apierrors.NewTimeoutError("slow", 1), true},
@@ -130,7 +146,7 @@ func TestAPISecretIsKubeadms(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			s, f := newSlots(3)
-			s.generate = tc.generate
+			s.Generate = tc.generate
 			join, err := s.Create(context.Background(), tc.host)
 			if tc.wantErr {
 				if err == nil || strings.Contains(err.Error(), secret) {
@@ -141,11 +157,11 @@ func TestAPISecretIsKubeadms(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			id := SlotID(tc.host, 0)
+			id := token.SlotID(tc.host, 0)
 			if want := id + "." + secret; join.Token != want || !joinTokenRE.MatchString(join.Token) {
 				t.Errorf("token = %q, want %q", join.Token, want)
 			}
-			checkSecret(t, f.secret(id), id, wantData(id, secret, Description(tc.host)))
+			checkSecret(t, f.Secret(id), id, wantData(id, secret, token.Description(tc.host)))
 		})
 	}
 }
