@@ -82,9 +82,6 @@ func TestName(t *testing.T) {
 	if got := (&API{}).Name(); got != "kube_api" {
 		t.Errorf("API.Name() = %q, want kube_api", got)
 	}
-	if got := (&Kubectl{}).Name(); got != "kubectl" {
-		t.Errorf("Kubectl.Name() = %q, want kubectl", got)
-	}
 }
 
 func TestMayBeStored(t *testing.T) {
