@@ -6,8 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"path/filepath"
-	"strings"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -21,6 +19,7 @@ import (
 	"github.com/m-lab/epoxy-extensions/nodewatch"
 	"github.com/m-lab/epoxy-extensions/token"
 	"github.com/m-lab/epoxy-extensions/token/kubeapi"
+	"github.com/m-lab/epoxy-extensions/token/kubectl"
 )
 
 var (
@@ -74,32 +73,6 @@ const (
 	readyTimeout = 5 * time.Second
 )
 
-// execReady returns the readiness check of the exec backend: kubectl is
-// executable, the API server answers, and the kubeconfig's user may create
-// Secrets in kube-system, where bootstrap tokens live. It runs
-// outside the command slots, so that a boot storm filling them does not
-// make the server look unready.
-func execReady(cfg backendConfig) func(ctx context.Context) error {
-	return func(ctx context.Context) error {
-		if err := command.Executable(cfg.BinDir, "kubectl"); err != nil {
-			return err
-		}
-		var args []string
-		if cfg.Kubeconfig != "" {
-			args = append(args, "--kubeconfig", cfg.Kubeconfig)
-		}
-		args = append(args, "auth", "can-i", "create", "secrets", "--namespace", metav1.NamespaceSystem)
-		out, err := command.Exec{}.Run(ctx, filepath.Join(cfg.BinDir, "kubectl"), args...)
-		if err != nil {
-			return fmt.Errorf("kubectl auth can-i create secrets: %w", err)
-		}
-		if answer := strings.TrimSpace(string(out)); answer != "yes" {
-			return fmt.Errorf("kubectl auth can-i create secrets: %q", answer)
-		}
-		return nil
-	}
-}
-
 // kubectlGOGC is the garbage collector setting of every kubectl the exec
 // backend runs: measured on 2 cores, `kubectl version --client` took 74 ms
 // of CPU by default and 56 ms with GOGC=400, at the same peak memory (47
@@ -121,10 +94,10 @@ func execBackend(cfg backendConfig, log *slog.Logger) (*backend, error) {
 	}
 	joinDetails := kube.NewClusterValue(cluster)
 	runner := command.NewLimited(command.Exec{Timeout: cfg.CommandTimeout, Env: []string{kubectlGOGC}}, max(cfg.MaxCommands, 1))
-	ready := &handler.CachedCheck{Check: execReady(cfg), MaxAge: readyMaxAge, Timeout: readyTimeout}
 	log.Info("kube backend: exec", "bin_dir", cfg.BinDir, "max_concurrent_commands", max(cfg.MaxCommands, 1),
 		"join_source", cfg.Kubeconfig, "join_api_address", cluster.APIAddress, "join_ca_hash", cluster.CAHash)
-	store := &token.Kubectl{Runner: runner, BinDir: cfg.BinDir, Kubeconfig: cfg.Kubeconfig, Cluster: joinDetails, Timeout: cfg.CommandTimeout}
+	store := &kubectl.Store{Runner: runner, BinDir: cfg.BinDir, Kubeconfig: cfg.Kubeconfig, Cluster: joinDetails, Timeout: cfg.CommandTimeout}
+	ready := &handler.CachedCheck{Check: store.Ready, MaxAge: readyMaxAge, Timeout: readyTimeout}
 	return &backend{
 		tokens: &token.Slots{Store: store, Max: cfg.MaxTokens, MaxUnnamed: cfg.MaxUnnamedTokens, TTL: cfg.TokenTTL},
 		nodes:  &node.Kubectl{Runner: runner, BinDir: cfg.BinDir, Kubeconfig: cfg.Kubeconfig},

@@ -19,7 +19,7 @@ import (
 
 	"github.com/m-lab/epoxy-extensions/kube"
 	"github.com/m-lab/epoxy-extensions/node"
-	"github.com/m-lab/epoxy-extensions/token"
+	"github.com/m-lab/epoxy-extensions/token/kubectl"
 )
 
 // TestKubeBackends checks which backend each -kube-backend value builds,
@@ -70,8 +70,8 @@ func TestKubeBackends(t *testing.T) {
 			if err != nil {
 				t.Fatalf("newKubeBackend() error = %v", err)
 			}
-			if _, ok := kb.tokens.Store.(*token.Kubectl); !ok {
-				t.Errorf("token store is %T, want *token.Kubectl", kb.tokens.Store)
+			if _, ok := kb.tokens.Store.(*kubectl.Store); !ok {
+				t.Errorf("token store is %T, want *kubectl.Store", kb.tokens.Store)
 			}
 			if kb.tokens.Max != 3 {
 				t.Errorf("token limit = %d, want 3 from the config", kb.tokens.Max)

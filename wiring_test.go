@@ -31,8 +31,9 @@ import (
 	"github.com/m-lab/epoxy-extensions/metrics"
 	"github.com/m-lab/epoxy-extensions/node"
 	"github.com/m-lab/epoxy-extensions/token"
-	"github.com/m-lab/epoxy-extensions/token/kubeapi"
 	"github.com/m-lab/epoxy-extensions/token/joincmd"
+	"github.com/m-lab/epoxy-extensions/token/kubeapi"
+	"github.com/m-lab/epoxy-extensions/token/kubectl"
 )
 
 // The handler knows the backends only through small interfaces and their
@@ -171,7 +172,7 @@ func TestBackendErrors(t *testing.T) {
 		retryAfter string // for a 429 or 503
 	}{
 		{name: "kubeapi.Store refused", tokens: slots(&kubeapi.Store{Secrets: forbiddenAPI{}}), path: tokenPath, want: 500, backend: "kube_api"},
-		{name: "token.Kubectl failing", tokens: slots(&token.Kubectl{Runner: failingRunner{}}), path: tokenPath, want: 500, backend: "kubectl"},
+		{name: "kubectl.Store failing", tokens: slots(&kubectl.Store{Runner: failingRunner{}}), path: tokenPath, want: 500, backend: "kubectl"},
 		{name: "node.API refused", nodes: &node.API{Nodes: forbiddenNodes{}}, path: nodePath, want: 500, backend: "kube_api"},
 		{name: "node.API control plane", nodes: &node.API{Nodes: controlPlaneNodes{t}}, path: nodePath, want: 403},
 		{name: "node.Kubectl control plane", nodes: &node.Kubectl{Runner: controlPlaneKubectl{}}, path: nodePath, want: 403},

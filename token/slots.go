@@ -323,7 +323,7 @@ func (s *Slots) Revoke(ctx context.Context, host string, notAfter time.Time) (in
 	return revoked, errors.Join(errs...)
 }
 
-// Name is the backend's name in logs and metrics: its Store's ("kubeadm"
+// Name is the backend's name in logs and metrics: its Store's ("kubectl"
 // or "kube_api").
 func (s *Slots) Name() string {
 	if n, ok := s.Store.(interface{ Name() string }); ok {

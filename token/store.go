@@ -21,7 +21,7 @@ type Slot struct {
 	Created, Expires time.Time
 }
 
-// Store keeps bootstrap tokens in the cluster. API and Kubectl implement it.
+// Store keeps bootstrap tokens in the cluster. API and kubectl.Store implement it.
 type Store interface {
 	// Put creates the token tok (id.secret) with description, expiring at
 	// expires, and returns the join details. It returns an error wrapping
@@ -37,7 +37,7 @@ type Store interface {
 }
 
 // Lister is a Store that reads several slots in one call, cheaper than one
-// Get each when every call is a process (Kubectl). When a create finds a
+// Get each when every call is a process (kubectl.Store). When a create finds a
 // host's slot taken, Slots reads the rest of its slots at once and tries to
 // create only in those that may be free.
 type Lister interface {
@@ -49,7 +49,7 @@ type Lister interface {
 // server nothing (API with its watch-fed cache). Slots then reads all of a
 // host's slots before it creates, so that a token costs one create and a
 // host at its limit costs no request at all; the create's AlreadyExists
-// stays the only truth. Without it (Kubectl, where a read is a process),
+// stays the only truth. Without it (kubectl.Store, where a read is a process),
 // Slots creates in slot 0 first and reads only when that slot is taken.
 type FreeReader interface {
 	Lister
@@ -58,7 +58,7 @@ type FreeReader interface {
 }
 
 // Admitter is a Store that admits a request before its first call, e.g.
-// by holding one command slot for all of its calls (Kubectl). Slots admits
+// by holding one command slot for all of its calls (kubectl.Store). Slots admits
 // every Create and Revoke once.
 type Admitter interface {
 	// Admit returns the context the request's calls use and a release to

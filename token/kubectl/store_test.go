@@ -1,4 +1,4 @@
-package token_test
+package kubectl_test
 
 import (
 	"context"
@@ -17,9 +17,10 @@ import (
 	"github.com/m-lab/epoxy-extensions/command"
 	"github.com/m-lab/epoxy-extensions/kube"
 	"github.com/m-lab/epoxy-extensions/token"
+	"github.com/m-lab/epoxy-extensions/token/kubectl"
 )
 
-// Both the real runner and the fake satisfy the interface Kubectl needs.
+// Both the real runner and the fake satisfy the interface Store needs.
 var (
 	_ command.Runner = command.Exec{}
 	_ command.Runner = (*fakeRunner)(nil)
@@ -129,7 +130,7 @@ func b64(s string) string {
 var killed = &command.KilledError{Path: "/usr/bin/kubectl", Err: context.DeadlineExceeded}
 
 func TestKubectlPut(t *testing.T) {
-	defer token.SetLateChecks(nil)()
+	defer kubectl.SetLateChecks(nil)()
 	expires := time.Date(2026, 11, 20, 10, 5, 0, 0, time.UTC)
 	const host = "mlab1-lga01.mlab-oti.measurement-lab.org"
 	tests := []struct {
@@ -203,7 +204,7 @@ func TestKubectlPut(t *testing.T) {
 				"get " + secretPath:     func() (string, error) { return stored(secret), nil },
 				"delete " + secretPath:  func() (string, error) { return "", nil },
 			},
-			wantErrIs: token.ErrBadOutput,
+			wantErrIs: kubectl.ErrBadOutput,
 			wantCalls: []string{"create " + secretsPath, "get " + secretPath, "delete " + secretPath},
 		},
 	}
@@ -229,7 +230,7 @@ func TestKubectlPut(t *testing.T) {
 				}
 				return answer()
 			}}
-			k := &token.Kubectl{Runner: r, BinDir: "/usr/bin", Kubeconfig: "/etc/kubernetes/admin.conf", Cluster: kube.NewClusterValue(cluster)}
+			k := &kubectl.Store{Runner: r, BinDir: "/usr/bin", Kubeconfig: "/etc/kubernetes/admin.conf", Cluster: kube.NewClusterValue(cluster)}
 			ctx, cancel := context.WithTimeout(context.WithValue(context.Background(), ctxKey{}, tc.name), time.Minute)
 			defer cancel()
 
@@ -310,7 +311,7 @@ func TestKubectlAdmitHoldsOneSlot(t *testing.T) {
 		return "", nil // get: no Secret found (a race: slot 0 was freed)
 	}}
 	limited := command.NewLimited(fake, 1)
-	k := &token.Kubectl{Runner: limited, BinDir: "/usr/bin", Cluster: kube.NewClusterValue(cluster)}
+	k := &kubectl.Store{Runner: limited, BinDir: "/usr/bin", Cluster: kube.NewClusterValue(cluster)}
 	s := &token.Slots{Store: k, Max: 2, TTL: time.Minute}
 
 	hold, release, err := limited.Hold(context.Background()) // another request
@@ -349,7 +350,7 @@ func TestKubectlAdmitHoldsOneSlot(t *testing.T) {
 // only after the cleanup's first looks: a later look, from the background,
 // finds and deletes it.
 func TestKubectlLateCleanup(t *testing.T) {
-	defer token.SetLateChecks([]time.Duration{10 * time.Millisecond, 300 * time.Millisecond})()
+	defer kubectl.SetLateChecks([]time.Duration{10 * time.Millisecond, 300 * time.Millisecond})()
 	var mu sync.Mutex
 	isStored, deleted := false, make(chan struct{})
 	r := &fakeRunner{answer: func(args []string) (string, error) {
@@ -370,7 +371,7 @@ func TestKubectlLateCleanup(t *testing.T) {
 			return "", fmt.Errorf("unexpected kubectl %q", args)
 		}
 	}}
-	k := &token.Kubectl{Runner: r, BinDir: "/usr/bin", Cluster: kube.NewClusterValue(cluster)}
+	k := &kubectl.Store{Runner: r, BinDir: "/usr/bin", Cluster: kube.NewClusterValue(cluster)}
 	if _, err := k.Put(context.Background(), tok, token.Description("h"), time.Now().Add(time.Minute)); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Put() error = %v, want the kill", err)
 	}

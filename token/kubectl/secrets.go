@@ -1,4 +1,4 @@
-package token
+package kubectl
 
 import (
 	"context"
@@ -14,6 +14,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	bootstrapapi "k8s.io/cluster-bootstrap/token/api"
 	bootstraputil "k8s.io/cluster-bootstrap/token/util"
+
+	"github.com/m-lab/epoxy-extensions/token"
 )
 
 // slotTemplate prints, for one Secret or a List of them, what Slots needs
@@ -29,7 +31,7 @@ const slotTemplate = `{{define "s"}}{{.metadata.name}}{{"\x1f"}}{{.metadata.uid}
 // kubectl runs kubectl with args. A failure the API server answered with
 // 429 or 503 says overload (its Overloaded method), which the handler
 // answers with 503 and Retry-After, as the api backend does.
-func (k *Kubectl) kubectl(ctx context.Context, args ...string) ([]byte, error) {
+func (k *Store) kubectl(ctx context.Context, args ...string) ([]byte, error) {
 	if k.Kubeconfig != "" {
 		args = append([]string{"--kubeconfig", k.Kubeconfig}, args...)
 	}
@@ -52,10 +54,10 @@ func (o overloaded) Unwrap() error { return o.error }
 func (overloaded) Overloaded() bool { return true }
 
 // Get returns the Secret of token id, with one kubectl run.
-func (k *Kubectl) Get(ctx context.Context, id string) (Slot, bool, error) {
+func (k *Store) Get(ctx context.Context, id string) (token.Slot, bool, error) {
 	all, err := k.GetAll(ctx, []string{id})
 	if err != nil {
-		return Slot{}, false, err
+		return token.Slot{}, false, err
 	}
 	s, ok := all[id]
 	return s, ok, nil
@@ -63,7 +65,7 @@ func (k *Kubectl) Get(ctx context.Context, id string) (Slot, bool, error) {
 
 // GetAll runs `kubectl get secret bootstrap-token-ID…` once for every id
 // and returns the Secrets that exist.
-func (k *Kubectl) GetAll(ctx context.Context, ids []string) (map[string]Slot, error) {
+func (k *Store) GetAll(ctx context.Context, ids []string) (map[string]token.Slot, error) {
 	if len(ids) == 0 {
 		return nil, nil
 	}
@@ -84,8 +86,8 @@ func (k *Kubectl) GetAll(ctx context.Context, ids []string) (map[string]Slot, er
 }
 
 // parseSlots reads the output of slotTemplate.
-func parseSlots(out string) (map[string]Slot, error) {
-	slots := map[string]Slot{}
+func parseSlots(out string) (map[string]token.Slot, error) {
+	slots := map[string]token.Slot{}
 	for _, rec := range strings.Split(out, "\x1e") {
 		if strings.TrimSpace(rec) == "" {
 			continue
@@ -102,7 +104,7 @@ func parseSlots(out string) (map[string]Slot, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: creation time: %v", ErrBadOutput, err)
 		}
-		slot := Slot{ID: id, UID: f[1], ResourceVersion: f[2], Created: created}
+		slot := token.Slot{ID: id, UID: f[1], ResourceVersion: f[2], Created: created}
 		if f[4] == string(bootstrapapi.SecretTypeBootstrapToken) { // else nobody's
 			slot.Description = f[6]
 			if f[5] != "" {
@@ -119,7 +121,7 @@ func parseSlots(out string) (map[string]Slot, error) {
 // Remove deletes the Secret of s with `kubectl delete --raw`, which, unlike
 // `kubectl delete secret`, sends DeleteOptions: their preconditions make
 // the delete fail if the Secret was replaced since it was read.
-func (k *Kubectl) Remove(ctx context.Context, s Slot) error {
+func (k *Store) Remove(ctx context.Context, s token.Slot) error {
 	name := bootstraputil.BootstrapTokenSecretName(s.ID)
 	opts := metav1.DeleteOptions{
 		TypeMeta:      metav1.TypeMeta{APIVersion: "v1", Kind: "DeleteOptions"},
@@ -144,7 +146,7 @@ func (k *Kubectl) Remove(ctx context.Context, s Slot) error {
 	if _, err := k.kubectl(ctx, "delete", "--raw", secretsPath+"/"+name, "--filename", file); err != nil {
 		if msg := err.Error(); strings.Contains(msg, "NotFound") || strings.Contains(msg, "Conflict") ||
 			strings.Contains(msg, "not found") || strings.Contains(msg, "Precondition failed") {
-			return fmt.Errorf("kubectl delete secret %s: %w", name, errors.Join(ErrSlotChanged, err))
+			return fmt.Errorf("kubectl delete secret %s: %w", name, errors.Join(token.ErrSlotChanged, err))
 		}
 		return fmt.Errorf("kubectl delete secret %s: %w", name, err)
 	}

@@ -1,4 +1,4 @@
-package token_test
+package kubectl_test
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/m-lab/epoxy-extensions/token"
+	"github.com/m-lab/epoxy-extensions/token/kubectl"
 )
 
 // rec is one Secret as slotTemplate prints it.
@@ -50,7 +51,7 @@ func TestKubectlGetAll(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			r := &fakeRunner{out: tc.out, err: tc.runErr}
-			k := &token.Kubectl{Runner: r, BinDir: "/usr/bin", Kubeconfig: "/etc/kubernetes/admin.conf"}
+			k := &kubectl.Store{Runner: r, BinDir: "/usr/bin", Kubeconfig: "/etc/kubernetes/admin.conf"}
 			got, err := k.GetAll(context.Background(), []string{"aaaaaa", "bbbbbb"})
 			if (err != nil) != tc.wantErr {
 				t.Fatalf("GetAll() error = %v, want error: %t", err, tc.wantErr)
@@ -107,7 +108,7 @@ func TestKubectlRemove(t *testing.T) {
 				}
 				return "", tc.runErr
 			}}
-			k := &token.Kubectl{Runner: r, BinDir: "/usr/bin"}
+			k := &kubectl.Store{Runner: r, BinDir: "/usr/bin"}
 			err := k.Remove(context.Background(), token.Slot{ID: "aaaaaa", UID: "u1", ResourceVersion: "7"})
 			if (err != nil) != tc.wantErr || errors.Is(err, token.ErrSlotChanged) != tc.wantChanged {
 				t.Errorf("Remove() error = %v, want error %t, ErrSlotChanged %t", err, tc.wantErr, tc.wantChanged)
@@ -127,5 +128,11 @@ func TestKubectlRemove(t *testing.T) {
 				t.Errorf("delete options %s, want preconditions on UID u1 and resourceVersion 7", body)
 			}
 		})
+	}
+}
+
+func TestName(t *testing.T) {
+	if got := (&kubectl.Store{}).Name(); got != "kubectl" {
+		t.Errorf("Store.Name() = %q, want kubectl", got)
 	}
 }

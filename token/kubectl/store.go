@@ -1,0 +1,245 @@
+// Package kubectl keeps bootstrap tokens with kubectl, one process per API
+// call: Store is the token.Store of the exec backend.
+package kubectl
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	bootstrapapi "k8s.io/cluster-bootstrap/token/api"
+	bootstraputil "k8s.io/cluster-bootstrap/token/util"
+
+	"github.com/m-lab/epoxy-extensions/command"
+	"github.com/m-lab/epoxy-extensions/kube"
+	"github.com/m-lab/epoxy-extensions/token"
+)
+
+// Store keeps tokens with kubectl, one process per API call: it creates
+// the very bootstrap-token Secret the API store and `kubeadm token create`
+// write, but only ever creates (kubeadm creates or updates, and so can
+// overwrite a token it failed to read), and computes the join details
+// in-process from the kubeconfig, as kubeadm's --print-join-command does.
+// It is a token.Store and a token.Lister.
+type Store struct {
+	// Runner runs kubectl. When it can hold one slot for a whole request
+	// (command.Limited), Admit does so.
+	Runner command.Runner
+	// BinDir holds the kubectl binary.
+	BinDir string
+	// Kubeconfig is passed to kubectl as --kubeconfig; empty leaves kubectl
+	// to find its own.
+	Kubeconfig string
+	// Cluster is the API address and CA hash returned with every token,
+	// read from the same kubeconfig.
+	Cluster *kube.ClusterValue
+	// Timeout, when positive, is the Runner's own bound on each run: a
+	// create tells the API server to give up by then too.
+	Timeout time.Duration
+}
+
+var (
+	_ token.Store  = (*Store)(nil)
+	_ token.Lister = (*Store)(nil)
+)
+
+// ErrBadOutput means kubectl succeeded but printed something we cannot
+// trust.
+var ErrBadOutput = errors.New("unexpected kubectl output")
+
+// execCleanupTimeout bounds reading and deleting a Secret whose create may
+// have been stored though kubectl failed; for cleanupPoll of it, a Secret
+// not found is looked for again every cleanupInterval, in case the API
+// server was still storing it when kubectl was killed.
+const (
+	execCleanupTimeout = 3 * time.Second
+	cleanupPoll        = time.Second
+	cleanupInterval    = 250 * time.Millisecond
+)
+
+// secretsPath is the API path of Secrets in kube-system.
+const secretsPath = "/api/v1/namespaces/" + metav1.NamespaceSystem + "/secrets"
+
+// Put creates the bootstrap-token Secret of tok with one `kubectl create
+// --raw`: a POST, which the API server refuses atomically when the name
+// exists (ErrSlotTaken), so that no token is ever overwritten. The Secret,
+// token secret included, goes through a file only this user can read,
+// removed at once: never on a command line. A create that failed after the
+// API server may have stored it (kubectl killed at its deadline, a lost
+// answer) is undone, so that no token nobody received holds a slot.
+func (k *Store) Put(ctx context.Context, tok, description string, expires time.Time) (token.Join, error) {
+	id, secret, ok := strings.Cut(tok, ".")
+	if !ok {
+		return token.Join{}, errors.New("token is not of the form id.secret")
+	}
+	s := token.BootstrapSecret(id, secret, description, expires)
+	s.TypeMeta = metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"}
+	body, err := json.Marshal(s)
+	if err != nil {
+		return token.Join{}, fmt.Errorf("bootstrap-token Secret: %w", err)
+	}
+	file, err := writeTemp("epoxy-extensions-token-*.json", body)
+	if err != nil {
+		return token.Join{}, err
+	}
+	args := []string{"create", "--raw", secretsPath, "--filename", file}
+	if t := k.requestTimeout(ctx); t > 0 {
+		// The API server gives up on the create by the time kubectl is
+		// killed, so that a cleanup soon after finds what it stored.
+		args = append(args, "--request-timeout", t.String())
+	}
+	out, err := k.kubectl(ctx, args...)
+	os.Remove(file)
+	if err == nil {
+		var got metav1.PartialObjectMetadata
+		if jerr := json.Unmarshal(out, &got); jerr != nil || got.Name != s.Name {
+			err = fmt.Errorf("%w: the answer to the create is no Secret %s", ErrBadOutput, s.Name)
+		}
+	}
+	if err != nil {
+		if strings.Contains(err.Error(), "(AlreadyExists)") {
+			return token.Join{}, fmt.Errorf("kubectl create secret %s: %w", s.Name, token.ErrSlotTaken)
+		}
+		if !refused(err) {
+			k.cleanup(ctx, id, secret)
+		}
+		return token.Join{}, fmt.Errorf("kubectl create secret %s: %w", s.Name, err)
+	}
+	c := k.Cluster.Load()
+	return token.Join{APIAddress: c.APIAddress, Token: tok, CAHash: c.CAHash}, nil
+}
+
+// requestTimeout returns the time a run started now has before ctx's
+// deadline or the Runner's Timeout, whichever comes first; 0 when neither
+// bounds it.
+func (k *Store) requestTimeout(ctx context.Context) time.Duration {
+	t := k.Timeout
+	if deadline, ok := ctx.Deadline(); ok {
+		if left := time.Until(deadline); t <= 0 || left < t {
+			t = left
+		}
+	}
+	return max(t.Round(time.Millisecond), 0)
+}
+
+// refused reports whether kubectl failed with an answer of the API server
+// that means the create was not stored: a 4xx status.
+func refused(err error) bool {
+	msg := err.Error()
+	for _, reason := range []string{"(BadRequest)", "(Unauthorized)", "(Forbidden)", "(NotFound)",
+		"(Invalid)", "(TooManyRequests)", "(UnsupportedMediaType)", "(RequestEntityTooLarge)"} {
+		if strings.Contains(msg, "Error from server "+reason) {
+			return true
+		}
+	}
+	return false
+}
+
+// lateChecks are the times after a cleanup that found nothing at which the
+// Secret is looked for once more, from the background: an API server that
+// received the create just before kubectl was killed may store it a little
+// later. Nil in tests that need no background work.
+var lateChecks = []time.Duration{5 * time.Second, 20 * time.Second}
+
+// cleanup deletes the Secret of id if it holds secret: a create that failed
+// as far as kubectl tells may have been stored all the same. It reads the
+// Secret, again for cleanupPoll while it is not found, and deletes it on
+// condition that it is still that Secret, all within execCleanupTimeout of
+// a context that keeps ctx's values (its command slot) but not its end. If
+// the Secret was never found, it is looked for again at lateChecks, each
+// time taking a command slot of its own. The Secret, read into the server's
+// memory through kubectl's stdout, is never logged. A Secret still left
+// behind (the API server unreachable even for this) holds one of the host's
+// slots until it expires.
+func (k *Store) cleanup(ctx context.Context, id, secret string) {
+	if found, err := k.undo(context.WithoutCancel(ctx), id, secret, cleanupPoll); found || err != nil {
+		return
+	}
+	checks := lateChecks
+	if len(checks) == 0 {
+		return
+	}
+	go func() {
+		for _, d := range checks {
+			time.Sleep(d)
+			if found, err := k.undo(context.Background(), id, secret, 0); found || err != nil {
+				return
+			}
+		}
+	}()
+}
+
+// undo reads the Secret of id, again every cleanupInterval for poll while
+// it is not found, and deletes it if it holds secret. It reports whether it
+// found the Secret, and any failure other than its absence.
+func (k *Store) undo(ctx context.Context, id, secret string, poll time.Duration) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, execCleanupTimeout)
+	defer cancel()
+	giveUp := time.Now().Add(poll)
+	var out []byte
+	for {
+		var err error
+		out, err = k.kubectl(ctx, "get", "--raw", secretsPath+"/"+bootstraputil.BootstrapTokenSecretName(id))
+		if err == nil {
+			break
+		}
+		if !strings.Contains(err.Error(), "(NotFound)") {
+			return false, err
+		}
+		if !time.Now().Before(giveUp) {
+			return false, nil
+		}
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-time.After(cleanupInterval):
+		}
+	}
+	var s corev1.Secret
+	if err := json.Unmarshal(out, &s); err != nil ||
+		subtle.ConstantTimeCompare(s.Data[bootstrapapi.BootstrapTokenSecretKey], []byte(secret)) != 1 {
+		return true, nil // another token's, or unreadable: not ours to delete
+	}
+	return true, k.Remove(ctx, token.Slot{ID: id, UID: string(s.UID), ResourceVersion: s.ResourceVersion})
+}
+
+// Admit takes one command slot for a whole request when the Runner can hold
+// one (command.Limited): every kubectl run of the request then starts
+// without waiting again. release gives the slot back.
+func (k *Store) Admit(ctx context.Context) (_ context.Context, release func(), _ error) {
+	if h, ok := k.Runner.(interface {
+		Hold(context.Context) (context.Context, func(), error)
+	}); ok {
+		return h.Hold(ctx)
+	}
+	return ctx, func() {}, nil
+}
+
+// writeTemp writes b to a new file only this user can read, and returns its
+// path.
+func writeTemp(pattern string, b []byte) (string, error) {
+	f, err := os.CreateTemp("", pattern) // mode 0600
+	if err != nil {
+		return "", fmt.Errorf("temporary file: %w", err)
+	}
+	_, err = f.Write(b)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return "", fmt.Errorf("temporary file: %w", err)
+	}
+	return f.Name(), nil
+}
+
+// Name is the backend's name in logs and metrics: "kubectl", the one
+// program it runs.
+func (*Store) Name() string { return "kubectl" }
