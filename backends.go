@@ -2,15 +2,11 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"flag"
 	"fmt"
 	"log/slog"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/version"
-	"k8s.io/client-go/rest"
 
 	"github.com/m-lab/epoxy-extensions/command"
 	"github.com/m-lab/epoxy-extensions/handler"
@@ -20,12 +16,6 @@ import (
 	"github.com/m-lab/epoxy-extensions/token"
 	"github.com/m-lab/epoxy-extensions/token/kubeapi"
 	"github.com/m-lab/epoxy-extensions/token/kubectl"
-)
-
-var (
-	kubeBackend  = flag.String("kube-backend", "exec", "How to reach Kubernetes: exec runs kubectl from -bin-dir; api calls the API server in-process, with -kubeconfig or, when that is empty, the pod's service account.")
-	kubeAPIQPS   = flag.Float64("kube-api-qps", 100, "With -kube-backend=api, the most API requests per second the server sends, on average.")
-	kubeAPIBurst = flag.Int("kube-api-burst", 200, "With -kube-backend=api, the most API requests the server sends in a burst above -kube-api-qps.")
 )
 
 // backendConfig is what the Kubernetes backends are built from: the flags,
@@ -97,7 +87,7 @@ func execBackend(cfg backendConfig, log *slog.Logger) (*backend, error) {
 	log.Info("kube backend: exec", "bin_dir", cfg.BinDir, "max_concurrent_commands", max(cfg.MaxCommands, 1),
 		"join_source", cfg.Kubeconfig, "join_api_address", cluster.APIAddress, "join_ca_hash", cluster.CAHash)
 	store := &kubectl.Store{Runner: runner, BinDir: cfg.BinDir, Kubeconfig: cfg.Kubeconfig, Cluster: joinDetails, Timeout: cfg.CommandTimeout}
-	ready := &handler.CachedCheck{Check: store.Ready, MaxAge: readyMaxAge, Timeout: readyTimeout}
+	ready := &cachedCheck{Check: store.Ready, MaxAge: readyMaxAge, Timeout: readyTimeout}
 	return &backend{
 		tokens: &token.Slots{Store: store, Max: cfg.MaxTokens, MaxUnnamed: cfg.MaxUnnamedTokens, TTL: cfg.TokenTTL},
 		nodes:  &node.Kubectl{Runner: runner, BinDir: cfg.BinDir, Kubeconfig: cfg.Kubeconfig},
@@ -155,7 +145,7 @@ func apiBackend(cfg backendConfig, log *slog.Logger) (*backend, error) {
 	}
 	log.Info("kube backend: api", "api_server", rc.Host, "join_source", source,
 		"join_api_address", cluster.APIAddress, "join_ca_hash", cluster.CAHash)
-	checkAPIServer(client.RESTClient(), log)
+	kube.CheckAPIServer(client.RESTClient(), startupCheckTimeout, log)
 	// Informers and the readiness check have clients of their own: their
 	// own rate limiters, so that a boot storm's token requests neither
 	// starve them nor are starved by them, and for informers no
@@ -177,7 +167,7 @@ func apiBackend(cfg backendConfig, log *slog.Logger) (*backend, error) {
 		MaxUnnamed: cfg.MaxUnnamedTokens,
 		TTL:        cfg.TokenTTL,
 	}
-	access := &handler.CachedCheck{
+	access := &cachedCheck{
 		Check:   kube.CanCreateBootstrapTokens(readyClient),
 		MaxAge:  readyMaxAge,
 		Timeout: readyTimeout,
@@ -194,27 +184,4 @@ func apiBackend(cfg backendConfig, log *slog.Logger) (*backend, error) {
 			nodes.RevokeOnReady(ctx, slots, cfg.TokenTTL, log)
 		},
 	}, nil
-}
-
-// checkAPIServer asks the API server for its version once at start: the log
-// then says at once whether the server is reachable and trusted, and the
-// first machine to boot does not pay for the TLS handshake. A failure is
-// only logged: requests retry on their own, and the API server may be
-// starting too.
-func checkAPIServer(client rest.Interface, log *slog.Logger) {
-	ctx, cancel := context.WithTimeout(context.Background(), startupCheckTimeout)
-	defer cancel()
-	var info version.Info
-	err := kube.Call(ctx, "get_version", func(ctx context.Context) error {
-		body, err := client.Get().AbsPath("/version").SetHeader("Accept", "application/json").Do(ctx).Raw()
-		if err != nil {
-			return err
-		}
-		return json.Unmarshal(body, &info)
-	})
-	if err != nil {
-		log.Warn("API server not reachable at start; requests will retry", "error", err)
-		return
-	}
-	log.Info("API server reachable", "version", info.GitVersion)
 }

@@ -1,4 +1,4 @@
-package handler
+package main
 
 import (
 	"context"
@@ -6,10 +6,10 @@ import (
 	"time"
 )
 
-// CachedCheck runs a readiness check at most once per MaxAge and answers
+// cachedCheck runs a readiness check at most once per MaxAge and answers
 // from its last result in between, so that probes cost nothing and a slow
 // backend cannot pile them up: concurrent callers wait for one run.
-type CachedCheck struct {
+type cachedCheck struct {
 	// Check reports whether the backends can serve; it is given Timeout.
 	Check   func(ctx context.Context) error
 	MaxAge  time.Duration
@@ -22,7 +22,7 @@ type CachedCheck struct {
 
 // Err returns the result of the last check, running it first when that is
 // older than MaxAge.
-func (c *CachedCheck) Err() error {
+func (c *cachedCheck) Err() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.at.IsZero() && time.Since(c.at) < c.MaxAge {

@@ -1,4 +1,4 @@
-package handler
+package main
 
 import (
 	"context"
@@ -24,7 +24,7 @@ func TestCachedCheck(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			runs := 0
-			c := &CachedCheck{MaxAge: tc.maxAge, Timeout: time.Second, Check: func(ctx context.Context) error {
+			c := &cachedCheck{MaxAge: tc.maxAge, Timeout: time.Second, Check: func(ctx context.Context) error {
 				if _, ok := ctx.Deadline(); !ok {
 					t.Error("check ran without a deadline")
 				}
