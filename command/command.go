@@ -42,7 +42,8 @@ type Exec struct {
 	Env []string
 }
 
-// Run starts path with args, waits for it to exit, and returns its stdout.
+// Run starts path with args, waits for it to exit, and returns its stdout,
+// also when it failed.
 // The program and everything it starts run in their own process group, which
 // is killed when ctx ends, so a hung kubeadm never outlives its request. The
 // error for a failed run carries the exit status and the program's stderr,
@@ -70,15 +71,32 @@ func (e Exec) Run(ctx context.Context, path string, args ...string) ([]byte, err
 	if err == nil {
 		return stdout.Bytes(), nil
 	}
+	// What a failed run printed comes back too: a program that acts on
+	// several objects (kubectl create -f) names those it did.
 	if ctxErr := ctx.Err(); ctxErr != nil {
-		return nil, &KilledError{Path: path, Err: ctxErr}
+		return stdout.Bytes(), &KilledError{Path: path, Err: ctxErr}
 	}
 	var exitErr *exec.ExitError
 	if errors.As(err, &exitErr) {
-		return nil, fmt.Errorf("%s: %w: stderr: %q", path, err, redact.String(stderr.String()))
+		return stdout.Bytes(), &ExitError{Path: path, Err: err, Stderr: redact.String(stderr.String())}
 	}
 	return nil, fmt.Errorf("%s: %w", path, err)
 }
+
+// ExitError is a run that exited with a failure status.
+type ExitError struct {
+	// Path is the program that failed.
+	Path string
+	// Err is the *exec.ExitError.
+	Err error
+	// Stderr is what the program printed on stderr, secrets removed.
+	Stderr string
+}
+
+func (e *ExitError) Error() string { return fmt.Sprintf("%s: %v: stderr: %q", e.Path, e.Err, e.Stderr) }
+
+// Unwrap returns Err.
+func (e *ExitError) Unwrap() error { return e.Err }
 
 // KilledError is a run killed because its context ended: at its deadline
 // (the run's own -command-timeout or the request's), or because the caller

@@ -37,12 +37,20 @@ func (k *Store) kubectl(ctx context.Context, args ...string) ([]byte, error) {
 	}
 	out, err := k.Runner.Run(ctx, filepath.Join(k.BinDir, "kubectl"), args...)
 	if err != nil {
-		if msg := err.Error(); strings.Contains(msg, "Error from server (TooManyRequests)") ||
-			strings.Contains(msg, "Error from server (ServiceUnavailable)") {
-			return out, overloaded{err}
-		}
+		return out, withOverload(err.Error(), err)
 	}
-	return out, err
+	return out, nil
+}
+
+// withOverload returns err marked as overload (overloaded) when msg, what
+// kubectl printed of it, says the API server answered 429 or 503: the one
+// place that tells overload in kubectl's output.
+func withOverload(msg string, err error) error {
+	if strings.Contains(msg, "Error from server (TooManyRequests)") ||
+		strings.Contains(msg, "Error from server (ServiceUnavailable)") {
+		return overloaded{err}
+	}
+	return err
 }
 
 // overloaded is a kubectl run the API server turned away for overload.

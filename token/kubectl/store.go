@@ -22,15 +22,17 @@ import (
 	"github.com/m-lab/epoxy-extensions/token"
 )
 
-// Store keeps tokens with kubectl, one process per API call: it creates
+// Store keeps tokens with kubectl: one process creates all the Secrets
+// waiting for a command slot at the time (create), one process does each
+// other API call. It creates
 // the very bootstrap-token Secret the API store and `kubeadm token create`
 // write, but only ever creates (kubeadm creates or updates, and so can
 // overwrite a token it failed to read), and computes the join details
 // in-process from the kubeconfig, as kubeadm's --print-join-command does.
 // It is a token.Store and a token.Lister.
 type Store struct {
-	// Runner runs kubectl. When it can hold one slot for a whole request
-	// (command.Limited), Admit does so.
+	// Runner runs kubectl. When it has command slots (command.Limited),
+	// creates wait for one together and run as one batch.
 	Runner command.Runner
 	// BinDir holds the kubectl binary.
 	BinDir string
@@ -43,6 +45,11 @@ type Store struct {
 	// Timeout, when positive, is the Runner's own bound on each run: a
 	// create tells the API server to give up by then too.
 	Timeout time.Duration
+	// MaxBatch is the most Secrets one kubectl run creates; 0 means
+	// DefaultMaxBatch.
+	MaxBatch int
+
+	creates creates
 }
 
 var (
@@ -67,13 +74,16 @@ const (
 // secretsPath is the API path of Secrets in kube-system.
 const secretsPath = "/api/v1/namespaces/" + metav1.NamespaceSystem + "/secrets"
 
-// Put creates the bootstrap-token Secret of tok with one `kubectl create
-// --raw`: a POST, which the API server refuses atomically when the name
-// exists (ErrSlotTaken), so that no token is ever overwritten. The Secret,
-// token secret included, goes through a file only this user can read,
-// removed at once: never on a command line. A create that failed after the
-// API server may have stored it (kubectl killed at its deadline, a lost
-// answer) is undone, so that no token nobody received holds a slot.
+// Put creates the bootstrap-token Secret of tok, create-only: the API
+// server refuses atomically to create a Secret whose name exists
+// (ErrSlotTaken), so that no token is ever overwritten. The create waits
+// for a command slot together with the others pending, and goes with them
+// into one `kubectl create` run (create). The Secret, token secret
+// included, goes through a file only this user can read, removed at once:
+// never on a command line. A create that failed after the API server may
+// have stored it (kubectl killed at its deadline, a lost answer), or that
+// succeeded after the request ended, is undone, so that no token nobody
+// received holds a slot.
 func (k *Store) Put(ctx context.Context, tok, description string, expires time.Time) (token.Join, error) {
 	id, secret, ok := strings.Cut(tok, ".")
 	if !ok {
@@ -81,36 +91,21 @@ func (k *Store) Put(ctx context.Context, tok, description string, expires time.T
 	}
 	s := token.BootstrapSecret(id, secret, description, expires)
 	s.TypeMeta = metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"}
-	body, err := json.Marshal(s)
-	if err != nil {
-		return token.Join{}, fmt.Errorf("bootstrap-token Secret: %w", err)
-	}
-	file, err := writeTemp("epoxy-extensions-token-*.json", body)
-	if err != nil {
-		return token.Join{}, err
-	}
-	args := []string{"create", "--raw", secretsPath, "--filename", file}
-	if t := k.requestTimeout(ctx); t > 0 {
-		// The API server gives up on the create by the time kubectl is
-		// killed, so that a cleanup soon after finds what it stored.
-		args = append(args, "--request-timeout", t.String())
-	}
-	out, err := k.kubectl(ctx, args...)
-	os.Remove(file)
-	if err == nil {
-		var got metav1.PartialObjectMetadata
-		if jerr := json.Unmarshal(out, &got); jerr != nil || got.Name != s.Name {
-			err = fmt.Errorf("%w: the answer to the create is no Secret %s", ErrBadOutput, s.Name)
-		}
-	}
-	if err != nil {
-		if strings.Contains(err.Error(), "(AlreadyExists)") {
-			return token.Join{}, fmt.Errorf("kubectl create secret %s: %w", s.Name, token.ErrSlotTaken)
-		}
-		if !refused(err) {
+	o := k.create(ctx, s)
+	if o.err != nil {
+		if o.mayBeStored {
 			k.cleanup(ctx, id, secret)
 		}
-		return token.Join{}, fmt.Errorf("kubectl create secret %s: %w", s.Name, err)
+		return token.Join{}, o.err
+	}
+	if err := ctx.Err(); err != nil {
+		// Created, but nobody waits for it any more.
+		k.cleanup(ctx, id, secret)
+		err = fmt.Errorf("kubectl create secret %s: created as the request ended, deleted again: %w", s.Name, err)
+		if errors.Is(err, context.DeadlineExceeded) {
+			return token.Join{}, overloaded{err}
+		}
+		return token.Join{}, err
 	}
 	c := k.Cluster.Load()
 	return token.Join{APIAddress: c.APIAddress, Token: tok, CAHash: c.CAHash}, nil
@@ -129,10 +124,9 @@ func (k *Store) requestTimeout(ctx context.Context) time.Duration {
 	return max(t.Round(time.Millisecond), 0)
 }
 
-// refused reports whether kubectl failed with an answer of the API server
-// that means the create was not stored: a 4xx status.
-func refused(err error) bool {
-	msg := err.Error()
+// refused reports whether msg, a kubectl error, is an answer of the API
+// server that means the create was not stored: a 4xx status.
+func refused(msg string) bool {
 	for _, reason := range []string{"(BadRequest)", "(Unauthorized)", "(Forbidden)", "(NotFound)",
 		"(Invalid)", "(TooManyRequests)", "(UnsupportedMediaType)", "(RequestEntityTooLarge)"} {
 		if strings.Contains(msg, "Error from server "+reason) {
@@ -210,16 +204,13 @@ func (k *Store) undo(ctx context.Context, id, secret string, poll time.Duration)
 	return true, k.Remove(ctx, token.Slot{ID: id, UID: string(s.UID), ResourceVersion: s.ResourceVersion})
 }
 
-// Admit takes one command slot for a whole request when the Runner can hold
-// one (command.Limited): every kubectl run of the request then starts
-// without waiting again. release gives the slot back.
+// Admit marks ctx as one request's (command.Admit): its first kubectl run,
+// or the batch its first create goes into, waits for a command slot in
+// line, and may give up with command.ErrBusy; every later run of it goes
+// before requests not yet admitted and never gives up before ctx ends.
+// release does nothing.
 func (k *Store) Admit(ctx context.Context) (_ context.Context, release func(), _ error) {
-	if h, ok := k.Runner.(interface {
-		Hold(context.Context) (context.Context, func(), error)
-	}); ok {
-		return h.Hold(ctx)
-	}
-	return ctx, func() {}, nil
+	return command.Admit(ctx), func() {}, nil
 }
 
 // writeTemp writes b to a new file only this user can read, and returns its

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -14,8 +15,11 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/m-lab/epoxy-extensions/command"
 	"github.com/m-lab/epoxy-extensions/kube"
+	"github.com/m-lab/epoxy-extensions/metrics"
 	"github.com/m-lab/epoxy-extensions/token"
 	"github.com/m-lab/epoxy-extensions/token/kubectl"
 )
@@ -33,7 +37,15 @@ const (
 	hashA       = "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 	secretsPath = "/api/v1/namespaces/kube-system/secrets"
 	secretPath  = secretsPath + "/bootstrap-token-abcdef"
+	createVerb  = "create -f"
+	// created is what kubectl create --output name prints for the Secret.
+	created = "secret/bootstrap-token-abcdef\n"
 )
+
+// exitErr is kubectl exiting 1 with stderr.
+func exitErr(stderr string) error {
+	return &command.ExitError{Path: "/usr/bin/kubectl", Err: errors.New("exit status 1"), Stderr: stderr}
+}
 
 var cluster = kube.Cluster{APIAddress: "10.0.0.1:6443", CAHash: hashA}
 
@@ -79,18 +91,22 @@ func (f *fakeRunner) Run(ctx context.Context, path string, args ...string) ([]by
 
 type ctxKey struct{}
 
-// verb is what a kubectl run does: "create", "get" or "delete" and its
-// --raw path, e.g. "create /api/v1/namespaces/kube-system/secrets".
+// verb is what a kubectl run does: createVerb for a `kubectl create -f`,
+// or "get" or "delete" and its --raw path, e.g.
+// "get /api/v1/namespaces/kube-system/secrets/bootstrap-token-abcdef".
 func verb(args []string) string {
 	i := slices.Index(args, "--raw")
 	if i < 1 || i+1 >= len(args) {
+		if slices.Contains(args, "create") {
+			return createVerb
+		}
 		return strings.Join(args, " ")
 	}
 	return args[i-1] + " " + args[i+1]
 }
 
-// readSecretFile reads the Secret kubectl create is given, which must be
-// readable by its owner alone.
+// readSecretFile reads the one Secret of the List kubectl create is given,
+// which must be readable by its owner alone.
 func readSecretFile(t *testing.T, args []string) *corev1.Secret {
 	t.Helper()
 	i := slices.Index(args, "--filename")
@@ -108,11 +124,14 @@ func readSecretFile(t *testing.T, args []string) *corev1.Secret {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var s corev1.Secret
-	if err := json.Unmarshal(b, &s); err != nil {
-		t.Fatalf("the Secret file: %v", err)
+	var l struct {
+		Kind  string
+		Items []corev1.Secret
 	}
-	return &s
+	if err := json.Unmarshal(b, &l); err != nil || l.Kind != "List" || len(l.Items) != 1 {
+		t.Fatalf("the Secret file: %v, want a List of one Secret: %s", err, b)
+	}
+	return &l.Items[0]
 }
 
 // stored is the API server's answer for a Secret holding tokenSecret.
@@ -144,68 +163,68 @@ func TestKubectlPut(t *testing.T) {
 	}{
 		{
 			name:      "created",
-			answers:   map[string]func() (string, error){"create " + secretsPath: func() (string, error) { return stored(secret), nil }},
+			answers:   map[string]func() (string, error){createVerb: func() (string, error) { return created, nil }},
 			want:      token.Join{APIAddress: cluster.APIAddress, Token: tok, CAHash: hashA},
-			wantCalls: []string{"create " + secretsPath},
+			wantCalls: []string{createVerb},
 		},
 		{
 			name: "an id that exists is a taken slot, never overwritten",
-			answers: map[string]func() (string, error){"create " + secretsPath: func() (string, error) {
-				return "", errors.New(`/usr/bin/kubectl: exit status 1: stderr: "Error from server (AlreadyExists): secrets \"bootstrap-token-abcdef\" already exists"`)
+			answers: map[string]func() (string, error){createVerb: func() (string, error) {
+				return "", exitErr(`Error from server (AlreadyExists): error when creating "/tmp/f.json": secrets "bootstrap-token-abcdef" already exists`)
 			}},
 			wantErrIs: token.ErrSlotTaken,
-			wantCalls: []string{"create " + secretsPath},
+			wantCalls: []string{createVerb},
 		},
 		{
 			name: "refused by the API server: nothing to undo",
-			answers: map[string]func() (string, error){"create " + secretsPath: func() (string, error) {
-				return "", errors.New(`/usr/bin/kubectl: exit status 1: stderr: "Error from server (TooManyRequests): the server has received too many requests"`)
+			answers: map[string]func() (string, error){createVerb: func() (string, error) {
+				return "", exitErr(`Error from server (TooManyRequests): error when creating "/tmp/f.json": the server has received too many requests and has asked us to try again later (post secrets)`)
 			}},
-			wantCalls:  []string{"create " + secretsPath},
+			wantCalls:  []string{createVerb},
 			overloaded: true,
 		},
 		{
 			name: "killed at its deadline after the create was stored: the Secret is deleted",
 			answers: map[string]func() (string, error){
-				"create " + secretsPath: func() (string, error) { return "", killed },
-				"get " + secretPath:     func() (string, error) { return stored(secret), nil },
-				"delete " + secretPath:  func() (string, error) { return "", nil },
+				createVerb:             func() (string, error) { return "", killed },
+				"get " + secretPath:    func() (string, error) { return stored(secret), nil },
+				"delete " + secretPath: func() (string, error) { return "", nil },
 			},
 			wantErrIs:  context.DeadlineExceeded,
 			overloaded: true,
-			wantCalls:  []string{"create " + secretsPath, "get " + secretPath, "delete " + secretPath},
+			wantCalls:  []string{createVerb, "get " + secretPath, "delete " + secretPath},
 		},
 		{
 			name: "killed, and the slot holds another token: left alone",
 			answers: map[string]func() (string, error){
-				"create " + secretsPath: func() (string, error) { return "", killed },
-				"get " + secretPath:     func() (string, error) { return stored("ffffffffffffffff"), nil },
+				createVerb:          func() (string, error) { return "", killed },
+				"get " + secretPath: func() (string, error) { return stored("ffffffffffffffff"), nil },
 			},
 			wantErrIs:  context.DeadlineExceeded,
 			overloaded: true,
-			wantCalls:  []string{"create " + secretsPath, "get " + secretPath},
+			wantCalls:  []string{createVerb, "get " + secretPath},
 		},
 		{
 			name: "killed before the create was stored",
 			answers: map[string]func() (string, error){
-				"create " + secretsPath: func() (string, error) { return "", killed },
+				createVerb: func() (string, error) { return "", killed },
 				"get " + secretPath: func() (string, error) {
 					return "", errors.New(`exit status 1: stderr: "Error from server (NotFound): secrets \"bootstrap-token-abcdef\" not found"`)
 				},
 			},
 			wantErrIs:  context.DeadlineExceeded,
 			overloaded: true,
-			wantCalls:  []string{"create " + secretsPath, "get " + secretPath},
+			wantCalls:  []string{createVerb, "get " + secretPath},
 		},
 		{
 			name: "an answer that is no Secret is bad output, and undone",
 			answers: map[string]func() (string, error){
-				"create " + secretsPath: func() (string, error) { return "W1120 warnings.go:70] something", nil },
-				"get " + secretPath:     func() (string, error) { return stored(secret), nil },
-				"delete " + secretPath:  func() (string, error) { return "", nil },
+				createVerb:             func() (string, error) { return "W1120 warnings.go:70] something", nil },
+				"get " + secretPath:    func() (string, error) { return stored(secret), nil },
+				"delete " + secretPath: func() (string, error) { return "", nil },
 			},
 			wantErrIs: kubectl.ErrBadOutput,
-			wantCalls: []string{"create " + secretsPath, "get " + secretPath, "delete " + secretPath},
+			wantCalls: []string{createVerb, "get " + secretPath, "delete " + secretPath},
 		},
 	}
 	for _, tc := range tests {
@@ -213,10 +232,10 @@ func TestKubectlPut(t *testing.T) {
 			var files []string
 			r := &fakeRunner{answer: func(args []string) (string, error) {
 				v := verb(args)
-				if strings.HasPrefix(v, "create ") || strings.HasPrefix(v, "delete ") {
+				if v == createVerb || strings.HasPrefix(v, "delete ") {
 					files = append(files, args[slices.Index(args, "--filename")+1])
 				}
-				if strings.HasPrefix(v, "create ") {
+				if v == createVerb {
 					s := readSecretFile(t, args)
 					want := token.BootstrapSecret("abcdef", secret, token.Description(host), expires)
 					if s.Name != want.Name || s.Namespace != want.Namespace || s.Type != want.Type || fmt.Sprint(s.Data) != fmt.Sprint(want.Data) {
@@ -241,7 +260,7 @@ func TestKubectlPut(t *testing.T) {
 				if v := verb(c.args); len(verbs) == 0 || verbs[len(verbs)-1] != v {
 					verbs = append(verbs, v)
 				}
-				if strings.HasPrefix(verb(c.args), "create ") && !slices.Contains(c.args, "--request-timeout") {
+				if verb(c.args) == createVerb && !slices.Contains(c.args, "--request-timeout") {
 					t.Errorf("kubectl %q: want --request-timeout, so that the API server gives up when kubectl is killed", c.args)
 				}
 				if c.path != "/usr/bin/kubectl" {
@@ -253,7 +272,7 @@ func TestKubectlPut(t *testing.T) {
 				if strings.Contains(strings.Join(c.args, " "), secret) {
 					t.Errorf("the token secret is on kubectl's command line: %q", c.args)
 				}
-				if c.ctx.Value(ctxKey{}) != tc.name {
+				if verb(c.args) != createVerb && c.ctx.Value(ctxKey{}) != tc.name { // a create runs for its batch
 					t.Errorf("kubectl %q ran without the request's context values", c.args)
 				}
 			}
@@ -286,63 +305,97 @@ func TestKubectlPut(t *testing.T) {
 	}
 }
 
-// TestKubectlAdmitHoldsOneSlot runs a whole Slots.Create that needs three
+// TestKubectlAdmittedGoFirst runs a whole Slots.Create that needs three
 // kubectl runs (slot 0 taken, the slots read, slot 1 created) through a
-// runner with one slot, with the slot already taken by another run: the
-// request waits once, and once admitted it never waits again.
-func TestKubectlAdmitHoldsOneSlot(t *testing.T) {
-	var answered []string
+// runner with one slot, while newer requests queue for it: the request
+// waits in line once, for its first create; its later runs go before the
+// newer requests that still wait, and it is never shed half-way.
+func TestKubectlAdmittedGoFirst(t *testing.T) {
+	const host = "mlab1-lga01.mlab-oti.measurement-lab.org"
+	var mu sync.Mutex
+	var order []string
 	creates := 0
+	// Newer request i's run lasts until gates[i] closes.
+	gates := []chan struct{}{make(chan struct{}), make(chan struct{}), make(chan struct{})}
 	fake := &fakeRunner{answer: func(args []string) (string, error) {
+		mu.Lock()
 		v := verb(args)
-		answered = append(answered, v)
-		if strings.HasPrefix(v, "create ") {
+		if strings.HasPrefix(args[0], "newer") {
+			v = args[0]
+		}
+		order = append(order, v)
+		if v == createVerb {
 			creates++
 		}
+		n := creates
+		mu.Unlock()
 		switch {
-		case strings.HasPrefix(v, "create ") && creates == 1:
-			return "", errors.New(`exit status 1: stderr: "Error from server (AlreadyExists): already exists"`)
-		case strings.HasPrefix(v, "create "):
-			var s corev1.Secret
-			b, _ := os.ReadFile(args[slices.Index(args, "--filename")+1])
-			json.Unmarshal(b, &s)
-			return `{"metadata":{"name":"` + s.Name + `"}}`, nil
+		case strings.HasPrefix(v, "newer"):
+			i, _ := strconv.Atoi(strings.TrimPrefix(v, "newer"))
+			<-gates[i]
+			return "", nil
+		case v == createVerb && n == 1:
+			return "", exitErr(`Error from server (AlreadyExists): error when creating "f": secrets "bootstrap-token-` + token.SlotID(host, 0) + `" already exists`)
+		case v == createVerb:
+			return "secret/" + readSecretFile(t, args).Name + "\n", nil
 		}
-		return "", nil // get: no Secret found (a race: slot 0 was freed)
+		return "", nil // get: no Secret found
 	}}
 	limited := command.NewLimited(fake, 1)
 	k := &kubectl.Store{Runner: limited, BinDir: "/usr/bin", Cluster: kube.NewClusterValue(cluster)}
 	s := &token.Slots{Store: k, Max: 2, TTL: time.Minute}
 
-	hold, release, err := limited.Hold(context.Background()) // another request
+	_, release, err := limited.Hold(context.Background()) // a request running
 	if err != nil {
 		t.Fatal(err)
 	}
+	queued := func(n int) func() bool {
+		return func() bool { return testutil.ToFloat64(metrics.CommandQueueLength) == float64(n) }
+	}
+	base := int(testutil.ToFloat64(metrics.CommandQueueLength))
 	done := make(chan error, 1)
 	go func() {
-		_, err := s.Create(context.Background(), "mlab1-lga01.mlab-oti.measurement-lab.org")
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, err := s.Create(ctx, host)
 		done <- err
 	}()
-	time.Sleep(50 * time.Millisecond)
-	if _, err := limited.Run(hold, "/bin/true"); err != nil { // the holder's own run does not wait
-		t.Fatalf("a run of the request holding the slot: %v", err)
+	waitFor(t, queued(base+1)) // its create's batch waits
+	var newer sync.WaitGroup
+	for i := range 3 {
+		newer.Go(func() {
+			if _, err := limited.Run(context.Background(), "/usr/bin/kubectl", fmt.Sprintf("newer%d", i)); err != nil {
+				t.Errorf("newer request %d: %v", i, err)
+			}
+		})
+		waitFor(t, queued(base+2+i))
 	}
-	if len(answered) != 1 {
-		t.Fatalf("kubectl ran %d times while another request held the only slot, want only the holder's", len(answered))
+	ran := func(n int) func() bool {
+		return func() bool { mu.Lock(); defer mu.Unlock(); return len(order) == n }
 	}
 	release()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Create() error = %v", err)
-		}
-	case <-ctx.Done():
-		t.Fatal("Create() never finished: a request waited for the slot it holds")
+	// The create ran, and the slot went to the first newer request; the
+	// request now waits with its read, ahead of the other two, which
+	// arrived after it was admitted. Then again with its second create.
+	waitFor(t, ran(2))
+	waitFor(t, queued(base+3))
+	close(gates[0])
+	waitFor(t, ran(4))
+	waitFor(t, queued(base+2))
+	close(gates[1])
+	close(gates[2])
+	newer.Wait()
+	if err := <-done; err != nil {
+		t.Fatalf("Create() error = %v", err)
 	}
-	if len(answered) != 4 || answered[1] != "create "+secretsPath || !strings.HasPrefix(answered[2], "get secret") {
-		t.Errorf("kubectl ran %q, want the holder's run then create, get, create", answered)
+	want := []string{createVerb, "newer0", "get secret", "newer1", createVerb, "newer2"}
+	if len(order) != len(want) {
+		t.Fatalf("kubectl ran %q, want %q", order, want)
+	}
+	for i := range want {
+		if !strings.HasPrefix(order[i], want[i]) {
+			t.Fatalf("kubectl ran %q, want %q", order, want)
+		}
 	}
 }
 
@@ -357,7 +410,7 @@ func TestKubectlLateCleanup(t *testing.T) {
 		mu.Lock()
 		defer mu.Unlock()
 		switch v := verb(args); v {
-		case "create " + secretsPath:
+		case createVerb:
 			return "", killed
 		case "get " + secretPath:
 			if !isStored {
@@ -382,5 +435,72 @@ func TestKubectlLateCleanup(t *testing.T) {
 	case <-deleted:
 	case <-time.After(10 * time.Second):
 		t.Fatal("the Secret stored after the cleanup's first looks was never deleted")
+	}
+}
+
+// waitFor polls cond until it holds, failing the test after 5 s.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached in 5 s")
+		}
+	}
+}
+
+// TestKubectlBatchesCreates puts 20 tokens at once while the one command
+// slot is busy: they go into one kubectl create, which creates all but one
+// (taken), and each Put learns its own outcome.
+func TestKubectlBatchesCreates(t *testing.T) {
+	var mu sync.Mutex
+	var runs [][]string
+	fake := &fakeRunner{answer: func(args []string) (string, error) {
+		b, err := os.ReadFile(args[slices.Index(args, "--filename")+1])
+		if err != nil {
+			return "", err
+		}
+		var l struct{ Items []corev1.Secret }
+		if err := json.Unmarshal(b, &l); err != nil {
+			return "", err
+		}
+		var names []string
+		var out strings.Builder
+		for _, s := range l.Items {
+			names = append(names, s.Name)
+			if s.Name != "bootstrap-token-aaaa07" {
+				out.WriteString("secret/" + s.Name + "\n")
+			}
+		}
+		mu.Lock()
+		runs = append(runs, names)
+		mu.Unlock()
+		return out.String(), exitErr(`Error from server (AlreadyExists): error when creating "f": secrets "bootstrap-token-aaaa07" already exists`)
+	}}
+	limited := command.NewLimited(fake, 1)
+	k := &kubectl.Store{Runner: limited, BinDir: "/usr/bin", Cluster: kube.NewClusterValue(cluster)}
+	_, release, err := limited.Hold(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 20
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(command.Admit(context.Background()), 10*time.Second)
+			defer cancel()
+			_, errs[i] = k.Put(ctx, fmt.Sprintf("aaaa%02d.0123456789abcdef", i), "d", time.Now().Add(time.Minute))
+		})
+	}
+	time.Sleep(100 * time.Millisecond) // all wait for the slot
+	release()
+	wg.Wait()
+	if len(runs) != 1 || len(runs[0]) != n {
+		t.Fatalf("kubectl create ran %d times (%v), want once for all %d", len(runs), runs, n)
+	}
+	for i, err := range errs {
+		if taken := errors.Is(err, token.ErrSlotTaken); (i == 7) != taken || (i != 7 && err != nil) {
+			t.Errorf("Put %d: %v", i, err)
+		}
 	}
 }
