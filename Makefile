@@ -78,11 +78,16 @@ fuzz:
 		$(GO) test -run='^$$' -fuzz="^$${t#*:}$$" -fuzztime=$(FUZZTIME) ./$${t%%:*}/; \
 	done
 
-# make test runs it with VETFLAGS=-race: vet then reads the packages the race
-# build compiles, not a second build of every package without it.
+# gofmt, go vet and staticcheck over every module. make test runs it with
+# VETFLAGS=-race: vet then reads the packages the race build compiles, not a
+# second build of every package without it. staticcheck (honnef.co/go/tools
+# at StaticcheckVersion in e2e/components) is built from the Go module proxy
+# once per Go release into the components cache, like the components.
 lint:
 	@out="$$(gofmt -l .)"; if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(VETFLAGS) $(PACKAGES)
+	@dir="$$($(GO) run ./e2e/prepare -check=false staticcheck)" && \
+	echo "staticcheck $(PACKAGES)" && "$$dir/staticcheck" $(PACKAGES)
 
 # Unit tests alone: seconds, no external components.
 unit:
