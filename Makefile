@@ -17,7 +17,8 @@ FUZZ_TARGETS = handler:FuzzExtensionRequest hostname:FuzzValid handler:FuzzPassw
 # generator in loadtest/) are modules of their own, which go.work ties to the
 # root's code. In workspace mode ./... stops at a module's edge, so each
 # module is named.
-PACKAGES = ./... ./deploy/... ./e2e/... ./loadtest/...
+TOOL_MODULES = deploy e2e loadtest
+PACKAGES = ./... $(TOOL_MODULES:%=./%/...)
 
 .PHONY: build run dev serve test check prepare lint unit fuzz bootstorm ops dashboard
 
@@ -78,13 +79,16 @@ fuzz:
 		$(GO) test -run='^$$' -fuzz="^$${t#*:}$$" -fuzztime=$(FUZZTIME) ./$${t%%:*}/; \
 	done
 
-# gofmt, go vet and staticcheck over every module. make test runs it with
+# gofmt, tidy go.mod files (so that the root's lists only what the server
+# needs), go vet and staticcheck over every module. make test runs it with
 # VETFLAGS=-race: vet then reads the packages the race build compiles, not a
 # second build of every package without it. staticcheck (honnef.co/go/tools
 # at StaticcheckVersion in e2e/components) is built from the Go module proxy
 # once per Go release into the components cache, like the components.
 lint:
 	@out="$$(gofmt -l .)"; if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	@for m in . $(TOOL_MODULES); do (cd $$m && GOWORK=off $(GO) mod tidy -diff >/dev/null) || \
+		{ echo "$$m/go.mod is not tidy: run (cd $$m && GOWORK=off go mod tidy)"; exit 1; }; done
 	$(GO) vet $(VETFLAGS) $(PACKAGES)
 	@dir="$$($(GO) run ./e2e/prepare -check=false staticcheck)" && \
 	echo "staticcheck $(PACKAGES)" && "$$dir/staticcheck" $(PACKAGES)
