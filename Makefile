@@ -44,7 +44,8 @@ dev: run
 serve: build
 	./epoxy-extensions -listen-address=:8800 -bin-dir=/usr/bin
 
-# Every check CI runs: the image's programs, formatting, vet, all tests (unit
+# Every check CI runs: the image's programs, make lint (formatting, tidy
+# go.mod files, vet, staticcheck), all tests of every module (unit
 # and end-to-end against the real Datastore emulator, etcd, kube-apiserver,
 # kubeadm, kubectl, ePoxy and Prometheus) under the race detector, and each
 # fuzz target. The components are built from the Go module proxy (once, then
