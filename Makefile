@@ -10,6 +10,16 @@ FUZZTIME ?= 50000x
 FUZZ_TARGETS = handler:FuzzExtensionRequest hostname:FuzzValid handler:FuzzPassword \
 	token/joincmd:FuzzParse identity:FuzzBearerToken
 
+# Every package of every module. The server's module is the root: it lists
+# only what the image builds (and its unit tests). The tests and tools that
+# need more (the operations kit with its dashboard generator in deploy/, the
+# end-to-end tests, the local stack and the storm chart in e2e/, the load
+# generator in loadtest/) are modules of their own, which go.work ties to the
+# root's code. In workspace mode ./... stops at a module's edge, so each
+# module is named.
+TOOL_MODULES = deploy e2e loadtest
+PACKAGES = ./... $(TOOL_MODULES:%=./%/...)
+
 .PHONY: build run dev serve test check prepare lint unit fuzz bootstorm ops dashboard
 
 build:
@@ -34,7 +44,8 @@ dev: run
 serve: build
 	./epoxy-extensions -listen-address=:8800 -bin-dir=/usr/bin
 
-# Every check CI runs: the image's programs, formatting, vet, all tests (unit
+# Every check CI runs: the image's programs, make lint (formatting, tidy
+# go.mod files, vet, staticcheck), all tests of every module (unit
 # and end-to-end against the real Datastore emulator, etcd, kube-apiserver,
 # kubeadm, kubectl, ePoxy and Prometheus) under the race detector, and each
 # fuzz target. The components are built from the Go module proxy (once, then
@@ -44,10 +55,10 @@ serve: build
 # theirs.
 test: check
 	@$(GO) run ./e2e/prepare $(COMPONENTS) >/dev/null & build=$$!; status=0; \
-	$(MAKE) --no-print-directory lint VETFLAGS=-race && $(GO) test -race -count=1 -run '^$$' ./... >/dev/null || status=$$?; \
+	$(MAKE) --no-print-directory lint VETFLAGS=-race && $(GO) test -race -count=1 -run '^$$' $(PACKAGES) >/dev/null || status=$$?; \
 	wait $$build || status=$$?; exit $$status
 	@mkdir -p .cache; nice -n 19 $(MAKE) --no-print-directory fuzz >.cache/fuzz.log 2>&1 & fuzz=$$!; status=0; \
-	$(GO) test -race -count=1 -timeout 60m ./... || status=$$?; \
+	$(GO) test -race -count=1 -timeout 60m $(PACKAGES) || status=$$?; \
 	wait $$fuzz || { status=$$?; echo "make fuzz failed:"; }; cat .cache/fuzz.log; exit $$status
 
 # The components the tests and `make run` need beyond the image.
@@ -69,15 +80,23 @@ fuzz:
 		$(GO) test -run='^$$' -fuzz="^$${t#*:}$$" -fuzztime=$(FUZZTIME) ./$${t%%:*}/; \
 	done
 
-# make test runs it with VETFLAGS=-race: vet then reads the packages the race
-# build compiles, not a second build of every package without it.
+# gofmt, tidy go.mod files (so that the root's lists only what the server
+# needs), go vet and staticcheck over every module. make test runs it with
+# VETFLAGS=-race: vet then reads the packages the race build compiles, not a
+# second build of every package without it. staticcheck (honnef.co/go/tools
+# at StaticcheckVersion in e2e/components) is built from the Go module proxy
+# once per Go release into the components cache, like the components.
 lint:
 	@out="$$(gofmt -l .)"; if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
-	$(GO) vet $(VETFLAGS) ./...
+	@for m in . $(TOOL_MODULES); do (cd $$m && GOWORK=off $(GO) mod tidy -diff >/dev/null) || \
+		{ echo "$$m/go.mod is not tidy: run (cd $$m && GOWORK=off go mod tidy)"; exit 1; }; done
+	$(GO) vet $(VETFLAGS) $(PACKAGES)
+	@dir="$$($(GO) run ./e2e/prepare -check=false staticcheck)" && \
+	echo "staticcheck $(PACKAGES)" && "$$dir/staticcheck" $(PACKAGES)
 
 # Unit tests alone: seconds, no external components.
 unit:
-	$(GO) test -race -short ./...
+	$(GO) test -race -short $(PACKAGES)
 
 # exec vs api under a boot storm on a real control plane: a Markdown table of
 # each backend at each machine count, e.g. BOOTSTORMFLAGS='-machines 100';

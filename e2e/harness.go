@@ -191,18 +191,31 @@ func Tail(path string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// ModuleRoot returns the folder of the go.mod that holds this package.
+// ModuleRoot returns the folder of the server's module,
+// github.com/m-lab/epoxy-extensions: the repository's root, which holds
+// main.go, the Makefile and the Dockerfile. The end-to-end tests live in a
+// module of their own under it, so the go.mod nearest this package is not
+// the server's; go list finds the server's through go.work, or through this
+// module's replace directive when GOWORK=off.
 func ModuleRoot() (string, error) {
-	out, err := exec.Command("go", "env", "GOMOD").Output()
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", serverModule).Output()
 	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			return "", fmt.Errorf("go list -m %s: %w: %s", serverModule, err, strings.TrimSpace(string(exit.Stderr)))
+		}
+		return "", fmt.Errorf("go list -m %s: %w", serverModule, err)
 	}
-	gomod := strings.TrimSpace(string(out))
-	if gomod == "" || gomod == os.DevNull {
-		return "", errors.New("not inside a Go module")
+	dir := strings.TrimSpace(string(out))
+	if dir == "" {
+		return "", fmt.Errorf("go list -m %s: no folder: not inside the repository", serverModule)
 	}
-	return filepath.Dir(gomod), nil
+	return dir, nil
 }
+
+// serverModule is the module path of the server, whose folder ModuleRoot
+// returns.
+const serverModule = "github.com/m-lab/epoxy-extensions"
 
 // K8sBinDir returns the folder holding etcd, kube-apiserver, kubeadm and
 // kubectl: $K8S_BIN_DIR when set, else the components cache, where they are

@@ -60,6 +60,7 @@ func TestBinaryName(t *testing.T) {
 		"k8s.io/kubernetes/cmd/kube-apiserver":          "kube-apiserver",
 		"go.etcd.io/etcd/server/v3":                     "server",
 		"github.com/prometheus/prometheus/cmd/promtool": "promtool",
+		"honnef.co/go/tools/cmd/staticcheck":            "staticcheck",
 		"example.org/v2tool":                            "v2tool",
 	} {
 		if got := binaryName(pkg); got != want {

@@ -3,6 +3,7 @@ package components
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"time"
 )
 
@@ -47,6 +48,27 @@ func EPoxy(version string) Spec {
 		},
 		Expect: 1 * time.Minute,
 		Module: requireOne("github.com/m-lab/epoxy", version),
+	}
+}
+
+// StaticcheckVersion is the release of honnef.co/go/tools whose staticcheck
+// `make lint` runs.
+const StaticcheckVersion = "v0.8.2"
+
+// Staticcheck returns the spec of staticcheck from honnef.co/go/tools at
+// version. It type-checks with the go/types of the Go it was built with, and
+// a staticcheck built by an older Go cannot read code that needs a newer
+// one: the cache folder names the Go release too (v0.8.2-go1.26.8), so that
+// each Go release builds its own.
+func Staticcheck(version string) Spec {
+	return Spec{
+		Name:    "staticcheck",
+		Version: version + "-" + runtime.Version(),
+		Programs: map[string]string{
+			"staticcheck": "honnef.co/go/tools/cmd/staticcheck",
+		},
+		Expect: 1 * time.Minute,
+		Module: requireOne("honnef.co/go/tools", version),
 	}
 }
 

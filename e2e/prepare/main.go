@@ -3,9 +3,10 @@
 // Debian package and path in one line, then builds the named components from
 // the Go module proxy into the cache (once per version, side by side) and
 // prints their folders. `make test` and `make run` run it first, so that a missing
-// prerequisite shows before any minutes of work.
+// prerequisite shows before any minutes of work. `make lint` runs it with
+// -check=false for staticcheck alone.
 //
-//	go run ./e2e/prepare [-race] [kubernetes] [prometheus] [epoxy]
+//	go run ./e2e/prepare [-race] [-check=false] [kubernetes] [prometheus] [epoxy] [staticcheck]
 package main
 
 import (
@@ -21,11 +22,14 @@ import (
 	"github.com/m-lab/epoxy-extensions/e2e/components"
 )
 
-var race = flag.Bool("race", false, "Also check for a C compiler, which go test -race needs.")
+var (
+	race  = flag.Bool("race", false, "Also check for a C compiler, which go test -race needs.")
+	check = flag.Bool("check", true, "Check for the image's programs before building; false builds the components alone.")
+)
 
 func main() {
 	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "usage: %s [-race] [kubernetes|prometheus|epoxy]...\n", os.Args[0])
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: %s [-race] [-check=false] [kubernetes|prometheus|epoxy|staticcheck]...\n", os.Args[0])
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -42,13 +46,16 @@ func run(ctx context.Context, names []string) error {
 	if *race {
 		prereqs = append(prereqs, components.CC)
 	}
-	if err := components.Check(prereqs...); err != nil {
-		return fmt.Errorf("the machine lacks what the image should ship:\n%w", err)
+	if *check {
+		if err := components.Check(prereqs...); err != nil {
+			return fmt.Errorf("the machine lacks what the image should ship:\n%w", err)
+		}
 	}
 	specs := map[string]components.Spec{
-		"kubernetes": components.Kubernetes(components.KubernetesVersion),
-		"prometheus": components.Prometheus(components.PrometheusVersion),
-		"epoxy":      components.EPoxy(components.EPoxyVersion),
+		"kubernetes":  components.Kubernetes(components.KubernetesVersion),
+		"prometheus":  components.Prometheus(components.PrometheusVersion),
+		"epoxy":       components.EPoxy(components.EPoxyVersion),
+		"staticcheck": components.Staticcheck(components.StaticcheckVersion),
 	}
 	// The builds run side by side: each alone leaves a core idle while it
 	// links or downloads.
