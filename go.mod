@@ -8,7 +8,6 @@ require (
 	github.com/m-lab/epoxy v1.2.5
 	github.com/m-lab/go v0.1.77
 	github.com/prometheus/client_golang v1.25.0
-	golang.org/x/sync v0.24.0
 	google.golang.org/api v0.304.0
 	k8s.io/api v0.34.4
 	k8s.io/apimachinery v0.34.4
@@ -67,6 +66,7 @@ require (
 	golang.org/x/crypto v0.58.0 // indirect
 	golang.org/x/net v0.61.0 // indirect
 	golang.org/x/oauth2 v0.37.0 // indirect
+	golang.org/x/sync v0.24.0 // indirect
 	golang.org/x/sys v0.49.0 // indirect
 	golang.org/x/term v0.47.0 // indirect
 	golang.org/x/text v0.43.0 // indirect

@@ -3,6 +3,7 @@ package kubectl
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/m-lab/epoxy-extensions/command"
@@ -29,11 +30,10 @@ func TestCreateOutcomes(t *testing.T) {
 		{name: "exit 0 without one of them: bad output, undone", out: "secret/bootstrap-token-aaaaaa\nsecret/bootstrap-token-cccccc\n",
 			want: []string{"ok", "undo", "ok"}},
 		{name: "one slot taken, the others created", out: "secret/bootstrap-token-aaaaaa\nsecret/bootstrap-token-cccccc\n",
-			err:  exit(`Error from server (AlreadyExists): error when creating "/tmp/t.json": secrets "bootstrap-token-bbbbbb" already exists`),
+			err:  exit(fmt.Sprintf(exists, "bbbbbb")),
 			want: []string{"ok", "taken", "ok"}},
 		{name: "two taken, a warning besides", out: "secret/bootstrap-token-bbbbbb\n",
-			err: exit("Warning: something\nError from server (AlreadyExists): error when creating \"/tmp/t.json\": secrets \"bootstrap-token-aaaaaa\" already exists\n" +
-				"Error from server (AlreadyExists): error when creating \"/tmp/t.json\": secrets \"bootstrap-token-cccccc\" already exists\n"),
+			err:  exit("Warning: something\n" + fmt.Sprintf(exists, "aaaaaa") + "\n" + fmt.Sprintf(exists, "cccccc") + "\n"),
 			want: []string{"taken", "ok", "taken"}},
 		{name: "unnamed 429s matched in order", out: "secret/bootstrap-token-bbbbbb\n",
 			err: exit("Error from server (TooManyRequests): error when creating \"/tmp/t.json\": the server has received too many requests and has asked us to try again later (post secrets)\n" +
