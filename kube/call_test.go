@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -433,5 +434,146 @@ func TestCallOverload(t *testing.T) {
 				t.Errorf("Call() took %s, want within its %s deadline", d, tc.timeout)
 			}
 		})
+	}
+}
+
+// TestRealClientErrors classifies the errors client-go itself returns for
+// what an API server, or the network, may answer.
+func TestRealClientErrors(t *testing.T) {
+	refusedAddr := func() string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		return "http://" + ln.Addr().String()
+	}()
+	answer := func(code int, reason string) string {
+		return apiServer(t, func(_ int64, w http.ResponseWriter, _ *http.Request) { status(w, code, reason) })
+	}
+	tests := []struct {
+		name          string
+		kubeconfig    string
+		wantReason    string
+		wantTransient bool
+	}{
+		{name: "403", kubeconfig: answer(403, "Forbidden"), wantReason: "forbidden"},
+		{name: "409", kubeconfig: answer(409, "AlreadyExists"), wantReason: "already_exists"},
+		{name: "401", kubeconfig: answer(401, "Unauthorized"), wantReason: "unauthorized"},
+		{name: "422", kubeconfig: answer(422, "Invalid"), wantReason: "invalid"},
+		{name: "429", kubeconfig: answer(429, "TooManyRequests"), wantReason: "too_many_requests", wantTransient: true},
+		{name: "500", kubeconfig: answer(500, "InternalError"), wantReason: "server_error", wantTransient: true},
+		{name: "503", kubeconfig: answer(503, "ServiceUnavailable"), wantReason: "server_error", wantTransient: true},
+		{name: "504", kubeconfig: answer(504, "Timeout"), wantReason: "timeout", wantTransient: true},
+		{name: "502 without a Status", kubeconfig: apiServer(t, func(_ int64, w http.ResponseWriter, _ *http.Request) {
+			http.Error(w, "bad gateway", http.StatusBadGateway)
+		}), wantReason: "server_error", wantTransient: true},
+		{name: "connection dropped", kubeconfig: apiServer(t, func(_ int64, w http.ResponseWriter, _ *http.Request) {
+			c, _, err := http.NewResponseController(w).Hijack()
+			if err == nil {
+				c.Close()
+			}
+		}), wantReason: "unreachable", wantTransient: true},
+		{name: "connection refused", kubeconfig: kubeconfigFor(t, refusedAddr), wantReason: "unreachable", wantTransient: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, _, err := NewClient(Options{Kubeconfig: tc.kubeconfig, RequestTimeout: 5 * time.Second})
+			if err != nil {
+				t.Fatalf("NewClient() error = %v", err)
+			}
+			_, err = c.Secrets("kube-system").Create(context.Background(), testSecret, metav1.CreateOptions{})
+			if got := Reason(err); got != tc.wantReason {
+				t.Errorf("Reason(%v) = %q, want %q", err, got, tc.wantReason)
+			}
+			if got := Transient(err); got != tc.wantTransient {
+				t.Errorf("Transient(%v) = %t, want %t", err, got, tc.wantTransient)
+			}
+		})
+	}
+}
+
+// TestCallWithRealClient retries a real create past a 503, sending what
+// Config asks for.
+func TestCallWithRealClient(t *testing.T) {
+	setBackoff(t, time.Millisecond, time.Millisecond)
+	var agent, contentType atomic.Value
+	kubeconfig := apiServer(t, func(n int64, w http.ResponseWriter, r *http.Request) {
+		agent.Store(r.UserAgent())
+		contentType.Store(r.Header.Get("Content-Type"))
+		if n == 1 {
+			status(w, 503, "ServiceUnavailable")
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusCreated)
+		fmt.Fprint(w, `{"apiVersion":"v1","kind":"Secret","metadata":{"name":"bootstrap-token-abcdef","namespace":"kube-system"}}`)
+	})
+	c, _, err := NewClient(Options{Kubeconfig: kubeconfig, RequestTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatalf("NewClient() error = %v", err)
+	}
+	attempts := 0
+	err = Call(context.Background(), "test_real_client", func(ctx context.Context) error {
+		attempts++
+		_, err := c.Secrets("kube-system").Create(ctx, testSecret, metav1.CreateOptions{})
+		return err
+	})
+	if err != nil || attempts != 2 {
+		t.Errorf("Call() = %v after %d attempts, want nil after 2", err, attempts)
+	}
+	if got, _ := agent.Load().(string); got != UserAgent {
+		t.Errorf("User-Agent = %q, want %q", got, UserAgent)
+	}
+	if got, _ := contentType.Load().(string); got != "application/vnd.kubernetes.protobuf" {
+		t.Errorf("Content-Type = %q, want protobuf", got)
+	}
+}
+
+// TestCallRetriesHungAPIServer points a real client at a server that
+// accepts connections and never answers: each request times out after
+// RequestTimeout and is tried again until the caller's deadline is near.
+func TestCallRetriesHungAPIServer(t *testing.T) {
+	setBackoff(t, time.Millisecond, time.Millisecond)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns []net.Conn // held open, unanswered
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				break
+			}
+			conns = append(conns, c)
+		}
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); <-done })
+	c, _, err := NewClient(Options{Kubeconfig: kubeconfigFor(t, "http://"+ln.Addr().String()), RequestTimeout: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatalf("NewClient() error = %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	attempts := 0
+	start := time.Now()
+	err = Call(ctx, "test_hung", func(ctx context.Context) error {
+		attempts++
+		return c.Nodes().Delete(ctx, "mlab1-lga01.mlab-oti.measurement-lab.org", metav1.DeleteOptions{})
+	})
+	if elapsed := time.Since(start); elapsed > 2*time.Second {
+		t.Errorf("Call() returned after %s, want by the 500ms deadline", elapsed)
+	}
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Call() error = %v, want a deadline", err)
+	}
+	if attempts < 3 {
+		t.Errorf("Call() made %d attempts of 50ms in 500ms, want the timed-out ones retried", attempts)
 	}
 }
