@@ -24,6 +24,8 @@ import (
 // countingTokens issues a fixed token and counts its calls.
 type countingTokens struct{ calls int }
 
+func (*countingTokens) Name() string { return "kubectl" }
+
 func (c *countingTokens) Create(context.Context, string) (joincmd.Join, error) {
 	c.calls++
 	return joincmd.Join{APIAddress: "192.0.2.1:6443", Token: "abcdef.0123456789abcdef", CAHash: "sha256:" + strings.Repeat("0", 64)}, nil

@@ -108,6 +108,8 @@ func (failingRunner) Run(context.Context, string, ...string) ([]byte, error) {
 // errTokens fails every Create with err.
 type errTokens struct{ err error }
 
+func (errTokens) Name() string { return "kubectl" }
+
 func (e errTokens) Create(context.Context, string) (joincmd.Join, error) {
 	return joincmd.Join{}, e.err
 }
@@ -115,9 +117,13 @@ func (e errTokens) Create(context.Context, string) (joincmd.Join, error) {
 // okNodes deletes every node; okCreds stores every password.
 type okNodes struct{}
 
+func (okNodes) Name() string { return "kubectl" }
+
 func (okNodes) Delete(context.Context, string, netip.Addr) error { return nil }
 
 type okCreds struct{}
+
+func (okCreds) Name() string { return "datastore" }
 
 func (okCreds) Put(context.Context, hostname.BMC, string) error { return nil }
 

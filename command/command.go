@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/m-lab/epoxy-extensions/overload"
 	"github.com/m-lab/epoxy-extensions/redact"
 )
 
@@ -114,11 +115,19 @@ func (e *KilledError) Error() string { return fmt.Sprintf("%s killed: %v", e.Pat
 // Unwrap makes errors.Is(err, context.DeadlineExceeded) (or Canceled) true.
 func (e *KilledError) Unwrap() error { return e.Err }
 
-// Overloaded reports whether the run was killed at a deadline: the program
-// (or what it waited for, the API server) could not finish in time, which
-// the handler answers with 503 and Retry-After, as it does a run that got
-// no slot. A caller that went away is no overload.
-func (e *KilledError) Overloaded() bool { return errors.Is(e.Err, context.DeadlineExceeded) }
+// Is makes errors.Is(err, overload.Err) true for a run killed at a
+// deadline: the program (or what it waited for, the API server) could not
+// finish in time, which the handler answers with 503 and Retry-After, as it
+// does a run that got no slot. A caller that went away is no overload.
+func (e *KilledError) Is(target error) bool {
+	return target == overload.Err && errors.Is(e.Err, context.DeadlineExceeded)
+}
+
+// Overloaded reports what errors.Is(e, overload.Err) does.
+//
+// Deprecated: a compatibility path for token's tests, which still probe
+// for this method; delete it once they test errors.Is(err, overload.Err).
+func (e *KilledError) Overloaded() bool { return e.Is(overload.Err) }
 
 // Executable returns an error unless every named program in dir is a regular
 // file that this process's user may execute.

@@ -3,6 +3,7 @@ package command_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/m-lab/epoxy-extensions/command"
+	"github.com/m-lab/epoxy-extensions/overload"
 )
 
 // The real runner must satisfy the interface every backend declares.
@@ -306,5 +308,33 @@ func TestExecRunEnv(t *testing.T) {
 	}
 	if got := strings.TrimSpace(string(out)); got != "400 yes" {
 		t.Errorf("program saw %q, want %q", got, "400 yes")
+	}
+}
+
+// TestKilledErrorIsOverload checks that a run killed at a deadline is
+// overload (503), and one whose caller went away is not, while the
+// context's own error stays recognisable.
+func TestKilledErrorIsOverload(t *testing.T) {
+	tests := []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{name: "deadline", err: context.DeadlineExceeded, want: true},
+		{name: "caller gone", err: context.Canceled, want: false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := fmt.Errorf("kubectl create: %w", &command.KilledError{Path: "kubectl", Err: tc.err})
+			if got := errors.Is(err, overload.Err); got != tc.want {
+				t.Errorf("errors.Is(%v, overload.Err) = %t, want %t", err, got, tc.want)
+			}
+			if !errors.Is(err, tc.err) {
+				t.Errorf("errors.Is(%v, %v) = false, want true", err, tc.err)
+			}
+			if errors.Is(err, command.ErrBusy) {
+				t.Errorf("errors.Is(%v, command.ErrBusy) = true, want false: a killed run had a slot", err)
+			}
+		})
 	}
 }

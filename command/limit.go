@@ -9,20 +9,13 @@ import (
 	"time"
 
 	"github.com/m-lab/epoxy-extensions/metrics"
+	"github.com/m-lab/epoxy-extensions/overload"
 )
 
 // ErrBusy means a run waited for a free slot until its deadline and never
 // started: the server is saturated, and the caller may try again later. It
-// reports itself as overload (its Overloaded method), which the handler
-// answers with 503.
-var ErrBusy error = busy{}
-
-type busy struct{}
-
-func (busy) Error() string { return "too many commands running" }
-
-// Overloaded reports that ErrBusy is overload.
-func (busy) Overloaded() bool { return true }
+// wraps overload.Err, which the handler answers with 503.
+var ErrBusy = overload.New("too many commands running")
 
 // Limited runs at most a fixed number of programs at once. Runs beyond the
 // limit wait for a free slot until it frees or their context ends: first

@@ -21,14 +21,12 @@ import (
 	"time"
 
 	"github.com/m-lab/epoxy-extensions/metrics"
+	"github.com/m-lab/epoxy-extensions/overload"
 )
 
 // Reserve is how many connections beyond the limit are kept for health
 // and metrics requests.
 const Reserve = 16
-
-// RetryAfter is the Retry-After, in seconds, of a request shed at the limit.
-const RetryAfter = "5"
 
 // DefaultNewGrace is how long a new connection may stay silent before it
 // counts as idle and may make room for another.
@@ -251,8 +249,8 @@ func (l *Limiter) ConnContext(ctx context.Context, c net.Conn) context.Context {
 // connection at once, closing the connection afterwards so the reserve
 // frees again; any other request on a reserve connection first waits for a
 // regular slot, unless half the reserve is waiting already: then it gets an
-// empty 503 with Retry-After, so that waiting requests never crowd health
-// checks out. Requests on regular connections pass straight through.
+// empty 503 with overload's Retry-After, so that waiting requests never
+// crowd health checks out. Requests on regular connections pass straight through.
 func (l *Limiter) Gate(next http.Handler, priority func(*http.Request) bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, ok := r.Context().Value(connKey{}).(*conn)
@@ -271,7 +269,7 @@ func (l *Limiter) Gate(next http.Handler, priority func(*http.Request) bool) htt
 					l.mu.Unlock()
 					if full {
 						metrics.ConnectionsShed.Inc()
-						w.Header().Set("Retry-After", RetryAfter)
+						w.Header().Set("Retry-After", overload.RetryAfter)
 						w.WriteHeader(http.StatusServiceUnavailable)
 						return
 					}

@@ -2,19 +2,16 @@ package handler
 
 import (
 	"errors"
-	"fmt"
-	"log/slog"
-	"math"
 	"net/http"
-	"strconv"
 	"time"
 
-	"github.com/m-lab/epoxy-extensions/metrics"
-	"github.com/m-lab/epoxy-extensions/redact"
+	"github.com/m-lab/epoxy-extensions/hostname"
+	"github.com/m-lab/epoxy-extensions/overload"
 )
 
-// Refusal is a reason to turn a request away before it reaches a backend.
-// Its Reason labels the refusals metric.
+// Refusal is a reason to turn a request away: the request's fault, or the
+// server's overload, not a backend failure. Its Reason labels the refusals
+// metric.
 type Refusal struct {
 	Code   int
 	Reason string
@@ -38,7 +35,7 @@ var (
 	// what only a proxy may ask: a BMC password store.
 	ErrNotTrusted = &Refusal{http.StatusForbidden, "not_trusted"}
 
-	// The refusals a backend or the identity check may name (RefusalReason).
+	// The refusals a backend or the identity check may name (Refuser).
 	ErrControlPlaneNode = &Refusal{http.StatusForbidden, "control_plane_node"}
 	ErrNotOwnNode       = &Refusal{http.StatusForbidden, "not_own_node"}
 	ErrIdentityMissing  = &Refusal{http.StatusUnauthorized, "identity_missing"}
@@ -46,13 +43,11 @@ var (
 	// ErrIdentityUnavailable is an identity that could not be checked now
 	// (the signing keys could not be fetched): the caller may retry.
 	ErrIdentityUnavailable = &Refusal{http.StatusServiceUnavailable, "identity_unavailable"}
-	// ErrTokenLimit is a host that holds its most live join tokens: the
-	// caller may retry when the oldest expires.
+	// ErrTokenLimit is a host that holds its most live join tokens
+	// (RetryTimer): the caller may retry when the oldest expires.
 	ErrTokenLimit = &Refusal{http.StatusTooManyRequests, "token_limit"}
 	// ErrBusy is a request the server or the API server could not take on
-	// in time (no command slot, or client-side rate limit, before the
-	// deadline; the API server overloaded): the caller may retry after
-	// RetryAfter.
+	// in time (overload.Err): the caller may retry after RetryAfter.
 	ErrBusy = &Refusal{http.StatusServiceUnavailable, "busy"}
 	// ErrClientGone is a request whose caller went away before the answer:
 	// neither a backend failure nor overload. Nobody reads its status;
@@ -64,29 +59,30 @@ var (
 // caller went away (nginx's 499).
 const StatusClientClosedRequest = 499
 
-// RetryAfter is the Retry-After header sent with ErrBusy, in seconds.
-const RetryAfter = "30"
+// RetryAfter is the Retry-After header sent with ErrBusy, in seconds:
+// overload.RetryAfter, the one policy.
+const RetryAfter = overload.RetryAfter
 
-// retryAfter returns the Retry-After seconds of a 429 for a host whose
-// oldest live token expires at t: at least 1.
-func retryAfter(t, now time.Time) string {
-	secs := int64(math.Ceil(t.Sub(now).Seconds()))
-	return strconv.FormatInt(max(secs, 1), 10)
+// Refuser is an error by which a backend or the identity check refuses a
+// request rather than fails it: RefusalReason names one of the refusals
+// above (ErrControlPlaneNode, ErrNotOwnNode, ErrIdentity…) by its Reason,
+// so that neither side imports the other. node.ErrControlPlane,
+// node.ErrNotOwnNode and *identity.Error are Refusers. An unknown reason is
+// a backend failure.
+type Refuser interface {
+	error
+	RefusalReason() string
 }
 
-// isOverload reports whether err says that a backend could not take the
-// work on in time (no command slot; the Kubernetes API or its client-side
-// rate limit saturated): backends mark such errors with an Overloaded
-// method, so that this is the one place that knows overload means 503.
-func isOverload(err error) bool {
-	var o interface{ Overloaded() bool }
-	return errors.As(err, &o) && o.Overloaded()
+// RetryTimer is an error by which a backend says the caller may ask again
+// at RetryTime and not before: a host at its token limit (ErrTokenLimit,
+// 429), whose oldest token expires then. *token.LimitError is one.
+type RetryTimer interface {
+	error
+	RetryTime() time.Time
 }
 
-// namedRefusals are the refusals that a backend or the identity check
-// names by a RefusalReason method on its error, so that the handler imports
-// neither: a control-plane Node, a direct caller's delete of a Node that is
-// not its own, an identity missing, invalid or not checkable now.
+// namedRefusals are the refusals a Refuser may name, by reason.
 var namedRefusals = map[string]*Refusal{}
 
 func init() {
@@ -95,18 +91,8 @@ func init() {
 	}
 }
 
-// namedRefusal returns the refusal err names with its RefusalReason method.
-func namedRefusal(err error) (*Refusal, bool) {
-	var n interface{ RefusalReason() string }
-	if !errors.As(err, &n) {
-		return nil, false
-	}
-	r, ok := namedRefusals[n.RefusalReason()]
-	return r, ok
-}
-
-// backendError is a failure of the named backend ("kubeadm", "kubectl",
-// "datastore"); the caller sees a 500.
+// backendError is a failure of the named backend (its Name); the caller
+// sees a 500.
 type backendError struct {
 	backend string
 	err     error
@@ -115,84 +101,92 @@ type backendError struct {
 func (e *backendError) Error() string { return e.backend + ": " + e.err.Error() }
 func (e *backendError) Unwrap() error { return e.err }
 
-// outcome is what one request came to, for the log and the metrics.
-type outcome struct {
-	endpoint string
-	host     string
-	start    time.Time
-	// backend is the time spent in backend calls, so that the log tells
-	// the server's own share of a request from its backend's.
-	backend time.Duration
+// backendDNS is the backend name of a CredentialStore's failed look-up of
+// a BMC address (hostname.ErrResolve).
+const backendDNS = "dns"
+
+// status is what an error comes to: the answer's code and headers, and for
+// the log and metrics the refusal it is (nil for a failure) or the backend
+// that failed ("" for neither).
+type status struct {
+	code    int
+	header  map[string]string
+	refusal *Refusal
+	backend string
 }
 
-// backendDone records a backend call that began at start: in the backend
-// duration metric, and in the request's backend time.
-func (o *outcome) backendDone(backend string, start time.Time) {
-	d := time.Since(start)
-	metrics.BackendDuration.WithLabelValues(backend).Observe(d.Seconds())
-	o.backend += d
-}
-
-// fail answers r with the status err maps to and an empty body (callers that
-// do not use curl --fail take any body for join data), then logs why and
-// counts it. It is the only place that picks an error status.
-func (s *Server) fail(w http.ResponseWriter, r *http.Request, o outcome, err error) {
-	code := http.StatusInternalServerError
-	attrs := []any{
-		slog.String("endpoint", o.endpoint),
-		slog.String("host", o.host),
-		slog.String("remote", r.RemoteAddr),
-		slog.Float64("duration_seconds", time.Since(o.start).Seconds()),
-	}
-	var refusal *Refusal
-	var backend *backendError
-	var limit interface{ RetryTime() time.Time } // token.LimitError
-	retry := RetryAfter
+// statusOf maps err, the error of an extension request, to its status: the
+// one place that knows which error means which status. now dates a
+// RetryTimer's Retry-After. In order:
+//
+//   - ErrClientGone (the caller went away): 499, whatever else err says;
+//   - a Refuser's known refusal, or one of this package's refusals;
+//   - a RetryTimer: 429 ErrTokenLimit, Retry-After until its RetryTime;
+//   - overload (overload.Err): 503 ErrBusy, Retry-After RetryAfter;
+//   - hostname.ErrNotMachine: 400 ErrNotMachine;
+//   - a backend's failure: 500, counted under its name ("dns" for
+//     hostname.ErrResolve);
+//   - anything else: 500.
+func statusOf(err error, now time.Time) status {
+	var (
+		refuser Refuser
+		refusal *Refusal
+		limit   RetryTimer
+		backend *backendError
+	)
 	switch {
-	case r.Context().Err() != nil:
-		err = fmt.Errorf("%w: %w", ErrClientGone, err)
-	case errors.As(err, &limit):
-		err = fmt.Errorf("%w: %w", ErrTokenLimit, err)
-		retry = retryAfter(limit.RetryTime(), time.Now())
-	case isOverload(err):
-		err = fmt.Errorf("%w: %w", ErrBusy, err)
-	}
-	if r, ok := namedRefusal(err); ok {
-		err = fmt.Errorf("%w: %w", r, err)
-	}
-	switch {
+	case errors.Is(err, ErrClientGone):
+		return refused(ErrClientGone, "")
+	case errors.As(err, &refuser) && namedRefusals[refuser.RefusalReason()] != nil:
+		return refused(namedRefusals[refuser.RefusalReason()], "")
 	case errors.As(err, &refusal):
-		code = refusal.Code
-		metrics.Refusals.WithLabelValues(o.endpoint, refusal.Reason).Inc()
-		s.Log.Warn("request refused", append(attrs,
-			slog.Int("status", code), slog.String("reason", refusal.Reason), slog.String("detail", err.Error()))...)
+		return refused(refusal, "")
+	case errors.As(err, &limit):
+		return refused(ErrTokenLimit, overload.Until(limit.RetryTime(), now))
+	case isOverload(err):
+		return refused(ErrBusy, RetryAfter)
+	case errors.Is(err, hostname.ErrNotMachine):
+		return refused(ErrNotMachine, "")
 	case errors.As(err, &backend):
-		metrics.BackendFailures.WithLabelValues(backend.backend).Inc()
-		s.Log.Error("backend failed", append(attrs,
-			slog.Int("status", code), slog.String("backend", backend.backend),
-			slog.String("error", redact.String(backend.err.Error())))...)
-	default:
-		s.Log.Error("request failed", append(attrs,
-			slog.Int("status", code), slog.String("error", redact.String(err.Error())))...)
+		name := backend.backend
+		if errors.Is(err, hostname.ErrResolve) {
+			name = backendDNS
+		}
+		return status{code: http.StatusInternalServerError, backend: name}
 	}
-	switch code {
-	case http.StatusMethodNotAllowed:
-		w.Header().Set("Allow", http.MethodPost)
-	case http.StatusServiceUnavailable, http.StatusTooManyRequests:
-		w.Header().Set("Retry-After", retry)
-	case http.StatusUnauthorized:
-		w.Header().Set("WWW-Authenticate", `Bearer realm="epoxy-extensions"`)
-	}
-	w.WriteHeader(code)
+	return status{code: http.StatusInternalServerError}
 }
 
-// served logs a successful request.
-func (s *Server) served(r *http.Request, o outcome) {
-	s.Log.Info("request served",
-		slog.String("endpoint", o.endpoint),
-		slog.String("host", o.host),
-		slog.String("remote", r.RemoteAddr),
-		slog.Int("status", http.StatusOK),
-		slog.Float64("duration_seconds", time.Since(o.start).Seconds()),
-		slog.Float64("backend_seconds", o.backend.Seconds()))
+// refused is the status of refusal r, with Retry-After retry for a 503 or
+// 429, and the headers its code calls for.
+func refused(r *Refusal, retry string) status {
+	st := status{code: r.Code, refusal: r}
+	switch r.Code {
+	case http.StatusMethodNotAllowed:
+		st.header = map[string]string{"Allow": http.MethodPost}
+	case http.StatusServiceUnavailable, http.StatusTooManyRequests:
+		if retry == "" {
+			retry = RetryAfter
+		}
+		st.header = map[string]string{"Retry-After": retry}
+	case http.StatusUnauthorized:
+		st.header = map[string]string{"WWW-Authenticate": `Bearer realm="epoxy-extensions"`}
+	}
+	return st
+}
+
+// isOverload reports whether err says that the server or a backend could
+// not take the work on in time: errors.Is(err, overload.Err).
+func isOverload(err error) bool {
+	return errors.Is(err, overload.Err) || legacyOverload(err)
+}
+
+// legacyOverload reports whether err says overload by an Overloaded method
+// returning true, as token/kubectl.go's overloaded type still does.
+//
+// Deprecated: a compatibility path; delete it once that type wraps
+// overload.Err.
+func legacyOverload(err error) bool {
+	var o interface{ Overloaded() bool }
+	return errors.As(err, &o) && o.Overloaded()
 }

@@ -16,8 +16,24 @@ import (
 
 var errFake = errors.New("fake backend failure")
 
+// fakeName is the name every fake backend gives itself (Backend), unless
+// told another.
+const fakeName = "kubectl"
+
+// named is a fake backend's name: fakeName, or the one it was given.
+type named string
+
+// Name returns n, or fakeName when n is empty.
+func (n named) Name() string {
+	if n == "" {
+		return fakeName
+	}
+	return string(n)
+}
+
 // fakeTokens issues a distinct token per call and remembers which host got it.
 type fakeTokens struct {
+	named
 	fail  bool
 	delay time.Duration
 
@@ -49,6 +65,7 @@ func (f *fakeTokens) Create(ctx context.Context, host string) (joincmd.Join, err
 // fakeNodes records the names it was asked to delete, and fails with
 // errFake (fail) or err.
 type fakeNodes struct {
+	named
 	fail bool
 	err  error
 
@@ -78,6 +95,7 @@ func (errProtected) RefusalReason() string { return "control_plane_node" }
 
 // fakeCreds records what it was asked to store.
 type fakeCreds struct {
+	named
 	err error
 
 	mu   sync.Mutex
@@ -129,4 +147,14 @@ func testServer(tokens TokenIssuer, nodes NodeDeleter, creds CredentialStore, no
 		BackendTimeout: 5 * time.Second,
 		Log:            slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}, logs
+}
+
+// errTokens fails every Create with err.
+type errTokens struct {
+	named
+	err error
+}
+
+func (e errTokens) Create(ctx context.Context, host string) (joincmd.Join, error) {
+	return joincmd.Join{}, e.err
 }

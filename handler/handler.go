@@ -1,69 +1,74 @@
 // Package handler serves the ePoxy extension endpoints. Every extension
-// request passes one Validator before any backend sees it, and one function
-// (Server.fail) maps refusals and backend failures to status codes with empty
-// bodies.
+// request takes one path (endpoint.go): one Validator checks it before any
+// backend sees it, one deadline bounds its backend work, every backend call
+// is timed, and one pure function (statusOf, errors.go) maps refusals and
+// backend failures to status codes with empty bodies. Each endpoint
+// (endpoints.go) is its own work alone.
 package handler
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
-	"fmt"
 	"log/slog"
 	"net/http"
 	"net/netip"
 	"sync/atomic"
 	"time"
 
-	"github.com/m-lab/epoxy-extensions/hostname"
-	"github.com/m-lab/epoxy-extensions/metrics"
-	"github.com/m-lab/epoxy-extensions/redact"
-	"github.com/m-lab/epoxy-extensions/token/joincmd"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/m-lab/epoxy-extensions/hostname"
+	"github.com/m-lab/epoxy-extensions/metrics"
+	"github.com/m-lab/epoxy-extensions/token/joincmd"
 )
 
-// TokenIssuer creates a join token for a host; host may be empty.
+// Backend is what every backend tells the handler about itself: its name
+// in logs and in the backend metrics ("kubectl", "kube_api", "datastore"),
+// one of the label values metrics/ initialises. NewMux reads it once.
+type Backend interface {
+	Name() string
+}
+
+// TokenIssuer creates a join token for a host; host may be empty. A host
+// at its token limit is a RetryTimer error (429); overload wraps
+// overload.Err (503).
 type TokenIssuer interface {
+	Backend
 	Create(ctx context.Context, host string) (joincmd.Join, error)
 }
 
 // NodeDeleter removes a node from the cluster; a missing node is no error.
 // When owner is valid, the Node must list it among its addresses: a direct
 // caller may delete only its own Node. A backend refuses a Node it must not
-// delete with an error whose RefusalReason method names why
-// ("control_plane_node", "not_own_node").
+// delete with a Refuser error ("control_plane_node", "not_own_node").
 type NodeDeleter interface {
+	Backend
 	Delete(ctx context.Context, name string, owner netip.Addr) error
 }
 
 // TokenRevoker deletes a host's outstanding join tokens created before
 // notAfter (every one when it is zero) and says how many it deleted.
 type TokenRevoker interface {
+	Backend
 	Revoke(ctx context.Context, host string, notAfter time.Time) (int, error)
+}
+
+// CredentialStore stores a BMC password. It refuses a BMC it cannot store
+// for before any call with an error wrapping hostname.ErrNotMachine (400);
+// a failed look-up of the BMC's address wraps hostname.ErrResolve and is
+// counted as backend "dns".
+type CredentialStore interface {
+	Backend
+	Put(ctx context.Context, bmc hostname.BMC, password string) error
 }
 
 // IdentityVerifier checks the proof of identity a direct caller sends with a
 // token request, its Authorization header: nil when it proves a machine
-// entitled to a token for host. Its errors name a refusal with a
-// RefusalReason method: "identity_missing", "identity_invalid", or
-// "identity_unavailable" when the proof cannot be checked now.
+// entitled to a token for host. It refuses with a Refuser error:
+// "identity_missing", "identity_invalid", or "identity_unavailable" when the
+// proof cannot be checked now.
 type IdentityVerifier interface {
 	Verify(ctx context.Context, authorization, host string) error
-}
-
-// CredentialStore stores a BMC password.
-type CredentialStore interface {
-	Put(ctx context.Context, bmc hostname.BMC, password string) error
-}
-
-// backendName names backend b in logs and the backend failures metric: the
-// answer of its Name method ("kubeadm", "kube_api", …), or fallback.
-func backendName(b any, fallback string) string {
-	if n, ok := b.(interface{ Name() string }); ok {
-		return n.Name()
-	}
-	return fallback
 }
 
 // Server holds the backends and settings of the extension endpoints.
@@ -72,7 +77,7 @@ type Server struct {
 	Nodes     NodeDeleter
 	Creds     CredentialStore
 	Validator Validator
-	// BackendTimeout bounds each backend call: a kubeadm or kubectl run or
+	// BackendTimeout bounds each request's backend work: a kubectl run or
 	// Kubernetes API call, or a DNS lookup plus Datastore write.
 	BackendTimeout time.Duration
 	// Revoker, when set, deletes a leaving host's join tokens after its
@@ -88,35 +93,25 @@ type Server struct {
 	draining atomic.Bool
 }
 
-// Drain makes /ready answer 503 from now on, while every other endpoint
-// keeps serving: the first step of a shutdown.
-func (s *Server) Drain() { s.draining.Store(true) }
-
-// Endpoint names, as used in logs and the refusals metric.
-const (
-	endpointTokenV1 = "allocate_k8s_token_v1"
-	endpointTokenV2 = "allocate_k8s_token_v2"
-	endpointBMC     = "bmc_store_password"
-	endpointNode    = "node_delete"
-)
-
 // Health is the body of GET /.
 const Health = "ePoxy Extensions"
 
 // NewMux routes every endpoint, each extension endpoint timed by its
-// histogram, and serves metrics from gatherer at /metrics.
+// histogram, and serves metrics from gatherer at /metrics. It reads the
+// backends' names once.
 func NewMux(s *Server, gatherer prometheus.Gatherer) *http.ServeMux {
 	metrics.BackendTimeout.Set(s.BackendTimeout.Seconds())
+	e := s.endpoints()
 	mux := http.NewServeMux()
-	timed := func(h *prometheus.HistogramVec, f http.HandlerFunc) http.Handler {
-		return promhttp.InstrumentHandlerDuration(h, f)
+	timed := func(h *prometheus.HistogramVec, ep endpoint) http.Handler {
+		return promhttp.InstrumentHandlerDuration(h, s.extension(ep))
 	}
 	// No method in the extension patterns: the validator answers 405 itself,
 	// with the empty body callers expect (ServeMux's own 405 has a body).
-	mux.Handle("/v1/allocate_k8s_token", timed(metrics.TokenRequestDuration, s.token(endpointTokenV1)))
-	mux.Handle("/v2/allocate_k8s_token", timed(metrics.TokenRequestDuration, s.token(endpointTokenV2)))
-	mux.Handle("/v1/bmc_store_password", timed(metrics.BMCRequestDuration, s.bmc))
-	mux.Handle("/v1/node/delete", timed(metrics.NodeRequestDuration, s.deleteNode))
+	mux.Handle("/v1/allocate_k8s_token", timed(metrics.TokenRequestDuration, e.tokenV1))
+	mux.Handle("/v2/allocate_k8s_token", timed(metrics.TokenRequestDuration, e.tokenV2))
+	mux.Handle("/v1/bmc_store_password", timed(metrics.BMCRequestDuration, e.bmc))
+	mux.Handle("/v1/node/delete", timed(metrics.NodeRequestDuration, e.node))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /ready", s.ready)
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
@@ -134,146 +129,4 @@ func IsHealthCheck(r *http.Request) bool {
 		return r.Method == http.MethodGet
 	}
 	return false
-}
-
-// token serves /v1 and /v2 allocate_k8s_token.
-func (s *Server) token(endpoint string) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		o := outcome{endpoint: endpoint, start: time.Now()}
-		req, err := s.Validator.Parse(w, r, true)
-		if err != nil {
-			s.fail(w, r, o, err)
-			return
-		}
-		o.host = req.Host
-		ctx, cancel := context.WithTimeout(r.Context(), s.BackendTimeout)
-		defer cancel()
-		if req.Direct && s.Identity != nil {
-			if err := s.Identity.Verify(ctx, r.Header.Get("Authorization"), req.Host); err != nil {
-				s.fail(w, r, o, err)
-				return
-			}
-		}
-		backend := backendName(s.Tokens, "kubeadm")
-		start := time.Now()
-		join, err := s.Tokens.Create(ctx, req.Host)
-		o.backendDone(backend, start)
-		if err != nil {
-			s.fail(w, r, o, &backendError{backend, err})
-			return
-		}
-		var body []byte
-		if endpoint == endpointTokenV1 {
-			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-			body = []byte(join.Token)
-		} else {
-			w.Header().Set("Content-Type", "application/json; charset=utf-8")
-			body, err = json.Marshal(join)
-			if err != nil {
-				s.fail(w, r, o, err)
-				return
-			}
-		}
-		w.Write(body)
-		s.served(r, o)
-	}
-}
-
-// bmc serves /v1/bmc_store_password.
-func (s *Server) bmc(w http.ResponseWriter, r *http.Request) {
-	o := outcome{endpoint: endpointBMC, start: time.Now()}
-	req, err := s.Validator.Parse(w, r, false)
-	if err != nil {
-		s.fail(w, r, o, err)
-		return
-	}
-	o.host = req.Host
-	if req.Direct {
-		// Physical machines always come through ePoxy.
-		s.fail(w, r, o, fmt.Errorf("%w: BMC passwords come only through a trusted proxy", ErrNotTrusted))
-		return
-	}
-	password, err := Password(req.RawQuery)
-	if err != nil {
-		s.fail(w, r, o, err)
-		return
-	}
-	bmc, err := hostname.ParseBMC(req.Host)
-	if err != nil {
-		s.fail(w, r, o, errors.Join(ErrNotMachine, err))
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), s.BackendTimeout)
-	defer cancel()
-	start := time.Now()
-	err = s.Creds.Put(ctx, bmc, password)
-	if errors.Is(err, hostname.ErrNotMachine) { // refused before any backend call
-		s.fail(w, r, o, errors.Join(ErrNotMachine, err))
-		return
-	}
-	o.backendDone("datastore", start)
-	if err != nil {
-		backend := "datastore"
-		if errors.Is(err, hostname.ErrResolve) {
-			backend = "dns"
-		}
-		s.fail(w, r, o, &backendError{backend, err})
-		return
-	}
-	s.served(r, o)
-}
-
-// deleteNode serves /v1/node/delete.
-func (s *Server) deleteNode(w http.ResponseWriter, r *http.Request) {
-	o := outcome{endpoint: endpointNode, start: time.Now()}
-	req, err := s.Validator.Parse(w, r, false)
-	if err != nil {
-		s.fail(w, r, o, err)
-		return
-	}
-	o.host = req.Host
-	ctx, cancel := context.WithTimeout(r.Context(), s.BackendTimeout)
-	defer cancel()
-	backend := backendName(s.Nodes, "kubectl")
-	var owner netip.Addr
-	if req.Direct {
-		owner = req.Caller
-	}
-	start := time.Now()
-	err = s.Nodes.Delete(ctx, req.Host, owner)
-	o.backendDone(backend, start)
-	if err != nil {
-		s.fail(w, r, o, &backendError{backend, err})
-		return
-	}
-	if s.Revoker != nil {
-		n, err := s.Revoker.Revoke(ctx, req.Host, time.Time{})
-		if n > 0 {
-			metrics.TokensRevoked.WithLabelValues("node_delete").Add(float64(n))
-			s.Log.Info("join tokens revoked", slog.String("host", req.Host), slog.Int("tokens", n), slog.String("why", "node_delete"))
-		}
-		if err != nil {
-			s.fail(w, r, o, &backendError{backendName(s.Revoker, "kubectl"), err})
-			return
-		}
-	}
-	s.served(r, o)
-}
-
-// ready serves GET /ready: 200 when the backends can serve, else 503. The
-// liveness check callers use stays GET /.
-func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
-	if s.draining.Load() {
-		w.WriteHeader(http.StatusServiceUnavailable)
-		return
-	}
-	if s.Ready != nil {
-		if err := s.Ready(); err != nil {
-			s.Log.Warn("not ready", slog.String("error", redact.String(err.Error())))
-			w.WriteHeader(http.StatusServiceUnavailable)
-			return
-		}
-	}
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.Write([]byte("ready"))
 }

@@ -1,13 +1,13 @@
 package handler
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -134,112 +134,80 @@ func TestEndpoints(t *testing.T) {
 	}
 }
 
-func TestBMCStoresDerivedName(t *testing.T) {
-	creds := &fakeCreds{}
-	s, _ := testServer(&fakeTokens{}, &fakeNodes{}, creds, now)
-	resp := do(t, s, "POST", "/v1/bmc_store_password", body(machine, now, "p="+password))
-	if resp.StatusCode != 200 {
-		t.Fatalf("status = %d, want 200", resp.StatusCode)
+func TestIsHealthCheck(t *testing.T) {
+	tests := []struct {
+		method, path string
+		want         bool
+	}{
+		{"GET", "/", true},
+		{"GET", "/ready", true},
+		{"GET", "/metrics", true},
+		{"POST", "/", false},
+		{"POST", "/v2/allocate_k8s_token", false},
+		{"GET", "/v1/node/delete", false},
+		{"GET", "/metrics/x", false},
 	}
-	want := hostname.BMC{Hostname: bmcHost, Project: "mlab-oti"}
-	if len(creds.puts) != 1 || creds.puts[0] != want || creds.pass[0] != password {
-		t.Errorf("stored %v %q, want %v %q", creds.puts, creds.pass, want, password)
+	for _, tc := range tests {
+		r := httptest.NewRequest(tc.method, tc.path, nil)
+		if got := IsHealthCheck(r); got != tc.want {
+			t.Errorf("IsHealthCheck(%s %s) = %t, want %t", tc.method, tc.path, got, tc.want)
+		}
 	}
 }
 
-func TestSecretsNeverLogged(t *testing.T) {
-	const tokenSecret = "0000000000000001"
-	for _, tc := range []struct {
-		name  string
-		creds *fakeCreds
-		path  string
-		body  string
+// TestBackendFailuresByName checks that a failing backend is counted and
+// logged under the name it gives itself (Backend), read by NewMux; the
+// revoker and credential store included. TestBackendErrors (package main)
+// does the same with the real backends.
+func TestBackendFailuresByName(t *testing.T) {
+	const tokenPath, nodePath, bmcPath = "/v2/allocate_k8s_token", "/v1/node/delete", "/v1/bmc_store_password"
+	tests := []struct {
+		name    string
+		tokens  *fakeTokens
+		nodes   *fakeNodes
+		creds   *fakeCreds
+		revoker *fakeRevoker
+		path    string
+		want    string
 	}{
-		{"bmc-ok", &fakeCreds{}, "/v1/bmc_store_password", body(machine, now, "p="+password)},
-		{"bmc-fails", &fakeCreds{err: errFake}, "/v1/bmc_store_password", body(machine, now, "p="+password)},
-		{"bmc-refused-host", &fakeCreds{}, "/v1/bmc_store_password", body("mlab1.lga01.measurement-lab.org", now, "p="+password)},
-		{"bmc-refused-old", &fakeCreds{}, "/v1/bmc_store_password", body(machine, now.Add(-time.Hour*5), "p="+password)},
-		{"bmc-twice", &fakeCreds{}, "/v1/bmc_store_password", body(machine, now, "p="+password+"&p="+password)},
-		{"token", &fakeCreds{}, "/v2/allocate_k8s_token", body(machine, now, "p="+password)},
-		{"token-v1", &fakeCreds{}, "/v1/allocate_k8s_token", body(machine, now, "p="+password)},
-	} {
+		{name: "token backend", tokens: &fakeTokens{named: "kube_api", fail: true}, path: tokenPath, want: "kube_api"},
+		{name: "node backend", nodes: &fakeNodes{named: "kube_api", fail: true}, path: nodePath, want: "kube_api"},
+		{name: "another name", nodes: &fakeNodes{named: "test_backend", fail: true}, path: nodePath, want: "test_backend"},
+		{name: "revoker", revoker: &fakeRevoker{named: "test_revoker", err: errFake}, path: nodePath, want: "test_revoker"},
+		{name: "credential store", creds: &fakeCreds{named: "datastore", err: errFake}, path: bmcPath, want: "datastore"},
+		{name: "credential store's DNS", creds: &fakeCreds{named: "datastore", err: fmt.Errorf("%w x: no such host", hostname.ErrResolve)},
+			path: bmcPath, want: "dns"},
+	}
+	names := []string{"kube_api", "kubectl", "test_backend", "test_revoker", "datastore", "dns"}
+	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			s, logs := testServer(&fakeTokens{}, &fakeNodes{}, tc.creds, now)
-			do(t, s, "POST", tc.path, tc.body)
-			out := logs.String()
-			if out == "" {
-				t.Fatal("nothing logged")
+			tokens, nodes, creds := cmp.Or(tc.tokens, &fakeTokens{}), cmp.Or(tc.nodes, &fakeNodes{}), cmp.Or(tc.creds, &fakeCreds{})
+			s, logs := testServer(tokens, nodes, creds, now)
+			if tc.revoker != nil {
+				s.Revoker = tc.revoker
 			}
-			for _, secret := range []string{password, tokenSecret, "p="} {
-				if strings.Contains(out, secret) {
-					t.Errorf("log contains %q:\n%s", secret, out)
+			before := map[string]float64{}
+			for _, n := range names {
+				before[n] = testutil.ToFloat64(metrics.BackendFailures.WithLabelValues(n))
+			}
+
+			resp := do(t, s, "POST", tc.path, body(machine, now, "p="+password))
+
+			if resp.StatusCode != 500 {
+				t.Errorf("POST %s = %d, want 500", tc.path, resp.StatusCode)
+			}
+			for _, n := range names {
+				want := 0.0
+				if n == tc.want {
+					want = 1
+				}
+				if got := testutil.ToFloat64(metrics.BackendFailures.WithLabelValues(n)) - before[n]; got != want {
+					t.Errorf("backend_failures{%s} went up by %v, want %v", n, got, want)
 				}
 			}
+			if want := `"backend":"` + tc.want + `"`; !strings.Contains(logs.String(), want) {
+				t.Errorf("log has no %s:\n%s", want, logs)
+			}
 		})
-	}
-}
-
-func TestConcurrentTokensGoToTheirOwnHost(t *testing.T) {
-	tokens := &fakeTokens{delay: time.Millisecond}
-	s, _ := testServer(tokens, &fakeNodes{}, &fakeCreds{}, time.Now())
-	srv := httptest.NewServer(NewMux(s, prometheus.NewRegistry()))
-	defer srv.Close()
-
-	const n = 200
-	got := make([]joincmd.Join, n)
-	errs := make(chan error, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			host := fmt.Sprintf("node-%03d.example.org", i)
-			resp, err := http.Post(srv.URL+"/v2/allocate_k8s_token", "", strings.NewReader(body(host, time.Now(), "")))
-			if err != nil {
-				errs <- err
-				return
-			}
-			defer resp.Body.Close()
-			if resp.StatusCode != 200 {
-				errs <- fmt.Errorf("%s: status %d", host, resp.StatusCode)
-				return
-			}
-			if err := json.NewDecoder(resp.Body).Decode(&got[i]); err != nil {
-				errs <- fmt.Errorf("%s: %w", host, err)
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
-	seen := map[string]bool{}
-	for i, j := range got {
-		host := fmt.Sprintf("node-%03d.example.org", i)
-		if owner := tokens.issued[j.Token]; owner != host {
-			t.Errorf("%s received token %q made for %q", host, j.Token, owner)
-		}
-		if seen[j.Token] {
-			t.Errorf("token %q handed out twice", j.Token)
-		}
-		seen[j.Token] = true
-	}
-}
-
-func TestFailuresAreCounted(t *testing.T) {
-	s, _ := testServer(&fakeTokens{fail: true}, &fakeNodes{}, &fakeCreds{err: fmt.Errorf("%w: x", hostname.ErrResolve)}, now)
-	refusals := metrics.Refusals.WithLabelValues(endpointNode, "hostname")
-	kubeadm := metrics.BackendFailures.WithLabelValues("kubeadm")
-	dns := metrics.BackendFailures.WithLabelValues("dns")
-	before := []float64{testutil.ToFloat64(refusals), testutil.ToFloat64(kubeadm), testutil.ToFloat64(dns)}
-	do(t, s, "POST", "/v1/node/delete", body("--all", now, ""))
-	do(t, s, "POST", "/v2/allocate_k8s_token", body(machine, now, ""))
-	do(t, s, "POST", "/v1/bmc_store_password", body(machine, now, "p="+password))
-	after := []float64{testutil.ToFloat64(refusals), testutil.ToFloat64(kubeadm), testutil.ToFloat64(dns)}
-	for i, name := range []string{"refusals{node_delete,hostname}", "backend_failures{kubeadm}", "backend_failures{dns}"} {
-		if after[i]-before[i] != 1 {
-			t.Errorf("%s went from %v to %v, want +1", name, before[i], after[i])
-		}
 	}
 }

@@ -2,11 +2,14 @@ package handler
 
 import (
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 var now = time.Date(2026, 11, 20, 12, 0, 0, 0, time.UTC)
@@ -113,4 +116,51 @@ func TestPassword(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestSourceRefusedBeforeBodyRead(t *testing.T) {
+	tokens := &fakeTokens{}
+	s, _ := testServer(tokens, &fakeNodes{}, &fakeCreds{}, now)
+	s.Validator.Sources, _ = ParseSources("10.0.0.0/8")
+	r := httptest.NewRequest("POST", "/v2/allocate_k8s_token", failingReader{t})
+	r.RemoteAddr = "203.0.113.9:4444"
+	rec := httptest.NewRecorder()
+	NewMux(s, prometheus.NewRegistry()).ServeHTTP(rec, r)
+	if rec.Code != http.StatusForbidden || rec.Body.Len() != 0 {
+		t.Errorf("got %d %q, want 403 and an empty body", rec.Code, rec.Body)
+	}
+	if tokens.calls != 0 {
+		t.Errorf("kubeadm called %d times for a refused source", tokens.calls)
+	}
+}
+
+// failingReader fails the test if the body is read.
+type failingReader struct{ t *testing.T }
+
+func (f failingReader) Read([]byte) (int, error) {
+	f.t.Error("body read for a refused source")
+	return 0, io.EOF
+}
+
+func FuzzPassword(f *testing.F) {
+	for _, s := range []string{"p=abcABC1234567890abcd", "p=", "", "p=a&p=b", "p=%zz", "p=a;b", "p=%00", "x=1&p=" + strings.Repeat("z", 200)} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		p, err := Password(raw)
+		if err != nil {
+			if p != "" {
+				t.Fatalf("Password(%q) returned %q with error %v", raw, p, err)
+			}
+			return
+		}
+		if p == "" || len(p) > maxPasswordLen {
+			t.Fatalf("Password(%q) = %q: empty or too long", raw, p)
+		}
+		for i := 0; i < len(p); i++ {
+			if p[i] <= ' ' || p[i] > '~' {
+				t.Fatalf("Password(%q) = %q: byte %d not printable", raw, p, i)
+			}
+		}
+	})
 }

@@ -12,6 +12,7 @@ import (
 	utilnet "k8s.io/apimachinery/pkg/util/net"
 
 	"github.com/m-lab/epoxy-extensions/metrics"
+	"github.com/m-lab/epoxy-extensions/overload"
 )
 
 // Backoff between attempts of one call: it starts at firstBackoff and
@@ -24,16 +25,9 @@ var (
 
 // ErrOverloaded means a call could not be made in time because the API
 // server, or the client's own rate limiter in front of it, is saturated:
-// the caller may try again later. It reports itself as overload (its
-// Overloaded method), which the handler answers with 503.
-var ErrOverloaded error = overloaded{}
-
-type overloaded struct{}
-
-func (overloaded) Error() string { return "the Kubernetes API is overloaded" }
-
-// Overloaded reports that ErrOverloaded is overload.
-func (overloaded) Overloaded() bool { return true }
+// the caller may try again later. It wraps overload.Err, which the handler
+// answers with 503.
+var ErrOverloaded = overload.New("the Kubernetes API is overloaded")
 
 // throttled reports whether err is client-go's rate limiter refusing to
 // wait past the call's deadline (or giving up when it ended): client-go

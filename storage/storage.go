@@ -104,6 +104,9 @@ func (s *Store) Put(ctx context.Context, bmc hostname.BMC, password string) erro
 	return nil
 }
 
+// Name is the backend's name in logs and metrics: "datastore".
+func (*Store) Name() string { return "datastore" }
+
 // client returns the open client for project, opening it on first use.
 func (s *Store) client(project string) (Client, error) {
 	s.mu.Lock()
