@@ -2,12 +2,8 @@ package main
 
 import (
 	"context"
-	"log/slog"
-	"net/http"
 	"sync"
 	"time"
-
-	"github.com/m-lab/epoxy-extensions/redact"
 )
 
 // cachedCheck runs a readiness check at most once per MaxAge and answers
@@ -37,26 +33,4 @@ func (c *cachedCheck) Err() error {
 	c.err = c.Check(ctx)
 	c.at = time.Now()
 	return c.err
-}
-
-// Drain makes /ready answer 503 from now on, while every other endpoint
-// keeps serving: the first step of a shutdown.
-func (s *Server) Drain() { s.draining.Store(true) }
-
-// ready serves GET /ready: 200 when the backends can serve, else 503. The
-// liveness check callers use stays GET /.
-func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
-	if s.draining.Load() {
-		w.WriteHeader(http.StatusServiceUnavailable)
-		return
-	}
-	if s.Ready != nil {
-		if err := s.Ready(); err != nil {
-			s.Log.Warn("not ready", slog.String("error", redact.String(err.Error())))
-			w.WriteHeader(http.StatusServiceUnavailable)
-			return
-		}
-	}
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.Write([]byte("ready"))
 }

@@ -123,12 +123,6 @@ func (e *KilledError) Is(target error) bool {
 	return target == overload.Err && errors.Is(e.Err, context.DeadlineExceeded)
 }
 
-// Overloaded reports what errors.Is(e, overload.Err) does.
-//
-// Deprecated: a compatibility path for token's tests, which still probe
-// for this method; delete it once they test errors.Is(err, overload.Err).
-func (e *KilledError) Overloaded() bool { return e.Is(overload.Err) }
-
 // Executable returns an error unless every named program in dir is a regular
 // file that this process's user may execute.
 func Executable(dir string, names ...string) error {

@@ -147,23 +147,3 @@ func TestLimitedHold(t *testing.T) {
 		t.Errorf("a run after release: %v", err)
 	}
 }
-
-func TestKilledErrorOverload(t *testing.T) {
-	tests := []struct {
-		err  error
-		want bool
-	}{
-		{context.DeadlineExceeded, true},
-		{context.Canceled, false},
-	}
-	for _, tc := range tests {
-		err := error(&KilledError{Path: "kubectl", Err: tc.err})
-		var o interface{ Overloaded() bool }
-		if got := errors.As(err, &o) && o.Overloaded(); got != tc.want {
-			t.Errorf("killed by %v: overload %t, want %t", tc.err, got, tc.want)
-		}
-		if !errors.Is(err, tc.err) {
-			t.Errorf("killed by %v: errors.Is false", tc.err)
-		}
-	}
-}

@@ -178,15 +178,5 @@ func refused(r *Refusal, retry string) status {
 // isOverload reports whether err says that the server or a backend could
 // not take the work on in time: errors.Is(err, overload.Err).
 func isOverload(err error) bool {
-	return errors.Is(err, overload.Err) || legacyOverload(err)
-}
-
-// legacyOverload reports whether err says overload by an Overloaded method
-// returning true, as token/kubectl.go's overloaded type still does.
-//
-// Deprecated: a compatibility path; delete it once that type wraps
-// overload.Err.
-func legacyOverload(err error) bool {
-	var o interface{ Overloaded() bool }
-	return errors.As(err, &o) && o.Overloaded()
+	return errors.Is(err, overload.Err)
 }

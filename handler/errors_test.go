@@ -23,6 +23,7 @@ import (
 	"github.com/m-lab/epoxy-extensions/overload"
 	"github.com/m-lab/epoxy-extensions/token"
 	"github.com/m-lab/epoxy-extensions/token/joincmd"
+	"github.com/m-lab/epoxy-extensions/token/kubectl"
 )
 
 // limitError is a token limit reached, as token.LimitError reports one: the
@@ -32,15 +33,6 @@ type limitError struct{ at time.Time }
 func (e limitError) Error() string { return "host holds its most live join tokens" }
 
 func (e limitError) RetryTime() time.Time { return e.at }
-
-// overloadError is an overload as token/kubectl.go's overloaded type still
-// reports one, by an Overloaded method: the compatibility path
-// (legacyOverload).
-type overloadError struct{}
-
-func (overloadError) Error() string { return "overloaded" }
-
-func (overloadError) Overloaded() bool { return true }
 
 // TestOverloadAndLimit checks the statuses of a host over its token limit
 // (429, Retry-After when its oldest token expires) and of overload, from the
@@ -60,7 +52,6 @@ func TestOverloadAndLimit(t *testing.T) {
 		{name: "limit already past", err: limitError{time.Now().Add(-time.Second)},
 			want: 429, retryAfter: "1", reason: "token_limit"},
 		{name: "overloaded", err: fmt.Errorf("kubectl: %w: waited", overload.Err), want: 503, retryAfter: RetryAfter, reason: "busy"},
-		{name: "overloaded, said by an Overloaded method", err: fmt.Errorf("kubectl: %w", overloadError{}), want: 503, retryAfter: RetryAfter, reason: "busy"},
 		{name: "other failure", err: errFake, want: 500},
 	}
 	for _, tc := range tests {
@@ -139,9 +130,9 @@ func TestStatusOf(t *testing.T) {
 		{name: "token limit just past", err: api(&token.LimitError{Max: 3, RetryAt: now.Add(-time.Second)}), code: 429, reason: "token_limit", header: "Retry-After: 1"},
 		{name: "slot taken", err: api(fmt.Errorf("slot 1: %w", token.ErrSlotTaken)), code: 500, backend: "kube_api"},
 		{name: "slot changed", err: exec(fmt.Errorf("slot 1: %w", token.ErrSlotChanged)), code: 500, backend: "kubectl"},
-		{name: "bad kubectl output", err: exec(fmt.Errorf("%w: x", token.ErrBadOutput)), code: 500, backend: "kubectl"},
+		{name: "bad kubectl output", err: exec(fmt.Errorf("%w: x", kubectl.ErrBadOutput)), code: 500, backend: "kubectl"},
 		{name: "bad join command", err: exec(fmt.Errorf("%w: x", joincmd.ErrBadOutput)), code: 500, backend: "kubectl"},
-		{name: "kubectl told 429 (token/kubectl.go's overloaded)", err: exec(fmt.Errorf("kubectl create: %w", overloadError{})), code: 503, reason: "busy", header: retry},
+		{name: "kubectl told 429", err: exec(fmt.Errorf("kubectl create: %w: Error from server (TooManyRequests)", overload.Err)), code: 503, reason: "busy", header: retry},
 
 		// command: the runner of kubectl.
 		{name: "no command slot", err: exec(fmt.Errorf("kubectl: %w: waited 3s for a slot: %w", command.ErrBusy, context.DeadlineExceeded)),

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/m-lab/epoxy-extensions/command"
+	"github.com/m-lab/epoxy-extensions/overload"
 	"github.com/m-lab/epoxy-extensions/token"
 )
 
@@ -42,7 +43,7 @@ func TestCreateOutcomes(t *testing.T) {
 		{name: "unnamed lines not one per item: every one undone", out: "secret/bootstrap-token-bbbbbb\n",
 			err:  exit("error: unable to connect to the server: dial tcp 127.0.0.1:6443: connect: connection refused\n"),
 			want: []string{"undo", "ok", "undo"}},
-		{name: "killed after the first: the rest undone, overload", out: "secret/bootstrap-token-aaaaaa\n", err: overloaded{killed},
+		{name: "killed after the first: the rest undone, overload", out: "secret/bootstrap-token-aaaaaa\n", err: fmt.Errorf("%w: %w", overload.Err, killed),
 			want: []string{"ok", "undo busy", "undo busy"}},
 		{name: "killed before any", err: killed, want: []string{"undo busy", "undo busy", "undo busy"}},
 		{name: "a named server error other than AlreadyExists", out: "secret/bootstrap-token-aaaaaa\nsecret/bootstrap-token-bbbbbb\n",
@@ -67,8 +68,7 @@ func TestCreateOutcomes(t *testing.T) {
 				default:
 					s = "refused"
 				}
-				var ov interface{ Overloaded() bool }
-				if errors.As(o.err, &ov) && ov.Overloaded() {
+				if errors.Is(o.err, overload.Err) {
 					s += " busy"
 				}
 				if s != tc.want[i] {

@@ -15,6 +15,7 @@ import (
 	bootstrapapi "k8s.io/cluster-bootstrap/token/api"
 	bootstraputil "k8s.io/cluster-bootstrap/token/util"
 
+	"github.com/m-lab/epoxy-extensions/overload"
 	"github.com/m-lab/epoxy-extensions/token"
 )
 
@@ -29,8 +30,8 @@ const slotTemplate = `{{define "s"}}{{.metadata.name}}{{"\x1f"}}{{.metadata.uid}
 	`{{if eq .kind "List"}}{{range .items}}{{template "s" .}}{{end}}{{else}}{{template "s" .}}{{end}}`
 
 // kubectl runs kubectl with args. A failure the API server answered with
-// 429 or 503 says overload (its Overloaded method), which the handler
-// answers with 503 and Retry-After, as the api backend does.
+// 429 or 503 wraps overload.Err, which the handler answers with 503 and
+// Retry-After, as for the api backend.
 func (k *Store) kubectl(ctx context.Context, args ...string) ([]byte, error) {
 	if k.Kubeconfig != "" {
 		args = append([]string{"--kubeconfig", k.Kubeconfig}, args...)
@@ -42,24 +43,16 @@ func (k *Store) kubectl(ctx context.Context, args ...string) ([]byte, error) {
 	return out, nil
 }
 
-// withOverload returns err marked as overload (overloaded) when msg, what
+// withOverload returns err wrapping overload.Err when msg, what
 // kubectl printed of it, says the API server answered 429 or 503: the one
 // place that tells overload in kubectl's output.
 func withOverload(msg string, err error) error {
 	if strings.Contains(msg, "Error from server (TooManyRequests)") ||
 		strings.Contains(msg, "Error from server (ServiceUnavailable)") {
-		return overloaded{err}
+		return fmt.Errorf("%w: %w", overload.Err, err)
 	}
 	return err
 }
-
-// overloaded is a kubectl run the API server turned away for overload.
-type overloaded struct{ error }
-
-func (o overloaded) Unwrap() error { return o.error }
-
-// Overloaded reports that the API server was overloaded.
-func (overloaded) Overloaded() bool { return true }
 
 // Get returns the Secret of token id, with one kubectl run.
 func (k *Store) Get(ctx context.Context, id string) (token.Slot, bool, error) {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/m-lab/epoxy-extensions/command"
 	"github.com/m-lab/epoxy-extensions/kube"
+	"github.com/m-lab/epoxy-extensions/overload"
 	"github.com/m-lab/epoxy-extensions/token"
 )
 
@@ -103,7 +104,7 @@ func (k *Store) Put(ctx context.Context, tok, description string, expires time.T
 		k.cleanup(ctx, id, secret)
 		err = fmt.Errorf("kubectl create secret %s: created as the request ended, deleted again: %w", s.Name, err)
 		if errors.Is(err, context.DeadlineExceeded) {
-			return token.Join{}, overloaded{err}
+			return token.Join{}, fmt.Errorf("%w: %w", overload.Err, err)
 		}
 		return token.Join{}, err
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/m-lab/epoxy-extensions/command"
 	"github.com/m-lab/epoxy-extensions/kube"
 	"github.com/m-lab/epoxy-extensions/metrics"
+	"github.com/m-lab/epoxy-extensions/overload"
 	"github.com/m-lab/epoxy-extensions/token"
 	"github.com/m-lab/epoxy-extensions/token/kubectl"
 )
@@ -292,8 +293,7 @@ func TestKubectlPut(t *testing.T) {
 				if tc.wantErrIs != nil && !errors.Is(err, tc.wantErrIs) {
 					t.Errorf("Put() error = %v, want one wrapping %v", err, tc.wantErrIs)
 				}
-				var o interface{ Overloaded() bool }
-				if isO := errors.As(err, &o) && o.Overloaded(); isO != tc.overloaded {
+				if isO := errors.Is(err, overload.Err); isO != tc.overloaded {
 					t.Errorf("Put() error %v says overload: %t, want %t", err, isO, tc.overloaded)
 				}
 				return
