@@ -325,9 +325,4 @@ func (s *Slots) Revoke(ctx context.Context, host string, notAfter time.Time) (in
 
 // Name is the backend's name in logs and metrics: its Store's ("kubectl"
 // or "kube_api").
-func (s *Slots) Name() string {
-	if n, ok := s.Store.(interface{ Name() string }); ok {
-		return n.Name()
-	}
-	return "kube"
-}
+func (s *Slots) Name() string { return s.Store.Name() }

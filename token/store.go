@@ -34,6 +34,9 @@ type Store interface {
 	// UID and resource version); otherwise, or when it is gone, it returns
 	// an error wrapping ErrSlotChanged.
 	Remove(ctx context.Context, s Slot) error
+	// Name names the store in logs and metrics: the program it runs
+	// ("kubectl") or "kube_api".
+	Name() string
 }
 
 // Lister is a Store that reads several slots in one call, cheaper than one
