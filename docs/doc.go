@@ -1,0 +1,3 @@
+// Package docs holds the project's documentation. It has no code: its test
+// keeps packages.md true of the modules.
+package docs
