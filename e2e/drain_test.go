@@ -22,7 +22,8 @@ exec %s "$@"
 `
 
 // TestSIGTERMDrainsInFlight sends SIGTERM, as Kubernetes or systemd does on
-// a rollout, while 50 token requests are running their kubectl: every one
+// a rollout, while 50 token requests are in flight (in a kubectl run, or
+// queued for the next): every one
 // must still get its 200 and a working token, and the server must then exit
 // with status 0.
 func TestSIGTERMDrainsInFlight(t *testing.T) {
@@ -50,16 +51,7 @@ func TestSIGTERMDrainsInFlight(t *testing.T) {
 			answered.Add(1)
 		})
 	}
-	// Every request is in flight once each has its own kubectl running.
-	err := Poll(2*time.Minute, 10*time.Millisecond, s.proc, func(context.Context) error {
-		if n := childrenNamed(s.Pid(), "kubectl"); n < inFlight {
-			return fmt.Errorf("%d kubectl children of the server, want %d", n, inFlight)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	waitInFlight(t, s, inFlight)
 	done := int(answered.Load())
 	if err := s.Terminate(); err != nil {
 		t.Fatalf("SIGTERM: %v", err)
@@ -71,6 +63,47 @@ func TestSIGTERMDrainsInFlight(t *testing.T) {
 
 	wg.Wait()
 	checkDrained(t, e, s, hosts, responses, errs)
+}
+
+// waitInFlight waits until s holds n client connections open (each
+// request has its own) and runs a kubectl, which slowKubectl keeps running
+// for 2 s: every request has then reached the server, and the exec backend
+// carries each in a kubectl run or queues it for the next (one run creates
+// the tokens of every request waiting for it).
+func waitInFlight(t *testing.T, s *Server, n int) {
+	t.Helper()
+	err := Poll(2*time.Minute, 10*time.Millisecond, s.proc, func(context.Context) error {
+		if got := childrenNamed(s.Pid(), "kubectl"); got < 1 {
+			return fmt.Errorf("no kubectl child of the server")
+		}
+		if got := metricValue(t, s, "epoxy_extensions_open_connections"); got < float64(n) {
+			return fmt.Errorf("%v connections open, want %d", got, n)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// metricValue returns the value of the unlabelled series name on s's
+// /metrics, 0 when it has none.
+func metricValue(t *testing.T, s *Server, name string) float64 {
+	t.Helper()
+	got, err := sendNewConn(s.URL+"/metrics", nil)
+	if err != nil {
+		t.Fatalf("GET /metrics: %v", err)
+	}
+	for line := range strings.Lines(string(got.body)) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s value %q: %v", name, v, err)
+			}
+			return f
+		}
+	}
+	return 0
 }
 
 // slowBinDir returns a folder whose kubectl is slowKubectl in front of the

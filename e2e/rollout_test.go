@@ -15,8 +15,8 @@ import (
 	"time"
 )
 
-// TestSIGTERMDuringStorm sends SIGTERM while 40 token requests are running
-// their (slowed) kubectl, with -shutdown-delay 3s: /ready answers 503 from
+// TestSIGTERMDuringStorm sends SIGTERM while 40 token requests are in
+// flight (in a slowed kubectl run, or queued for the next), with -shutdown-delay 3s: /ready answers 503 from
 // the signal on while / still answers 200, requests on connections opened
 // during the delay are served, and every request accepted gets its token
 // before the server exits with status 0.
@@ -48,15 +48,7 @@ func TestSIGTERMDuringStorm(t *testing.T) {
 	for i := range inFlight {
 		ask(i)
 	}
-	err := Poll(2*time.Minute, 10*time.Millisecond, s.proc, func(context.Context) error {
-		if n := childrenNamed(s.Pid(), "kubectl"); n < inFlight/2 {
-			return fmt.Errorf("%d kubectl children of the server, want %d", n, inFlight/2)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	waitInFlight(t, s, inFlight)
 	signalled := time.Now()
 	if err := s.Terminate(); err != nil {
 		t.Fatal(err)
