@@ -19,7 +19,7 @@ const hanging = "#!/bin/sh\nsleep 30\n"
 
 // TestSIGTERMAtConnectionCap fills every connection slot of a server
 // (-max-connections 4) and its reserve of 16 with requests that do not
-// end: 4 token requests in a kubectl that hangs, 8 more waiting on the
+// end: 4 token requests in kubectl runs that hang, 8 more waiting on the
 // reserve for a regular slot, and 8 readiness checks waiting for the
 // kubectl of the first. One more connection then waits in the backlog, unaccepted.
 // On SIGTERM the server must exit within -shutdown-delay +
@@ -72,7 +72,12 @@ func TestSIGTERMAtConnectionCap(t *testing.T) {
 	for i := range regular {
 		open(token(fmt.Sprintf("mlab1-cap%02d.mlab-sandbox.measurement-lab.org", i)))
 	}
-	waitChildren(t, s, "kubectl", regular) // each token request first lists its host's tokens
+	// The token requests are in their kubectl runs: the exec backend may
+	// carry several in one run, so every connection open and a kubectl
+	// running, then a moment for the last batch to start.
+	waitInFlight(t, s, regular)
+	time.Sleep(300 * time.Millisecond)
+	running := childrenNamed(s.Pid(), "kubectl")
 	// Half the reserve: the most that may wait for a regular slot.
 	for i := range 8 {
 		open(token(fmt.Sprintf("mlab1-cpw%02d.mlab-sandbox.measurement-lab.org", i)))
@@ -81,7 +86,7 @@ func TestSIGTERMAtConnectionCap(t *testing.T) {
 	for range 8 {
 		open("GET /ready HTTP/1.1\r\nHost: x\r\n\r\n")
 	}
-	waitChildren(t, s, "kubectl", regular+1) // the readiness check
+	waitChildren(t, s, "kubectl", running+1) // the readiness check
 	time.Sleep(300 * time.Millisecond)
 	// At the cap: a further connection is not accepted.
 	extra, err := net.Dial("tcp", addr)
