@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -181,8 +180,9 @@ func (k *Store) takeBatch() []*pendingCreate {
 	return batch
 }
 
-// createAll creates the Secrets of batch with one `kubectl create -f` of a
-// List, in a file only this user can read, removed at once. The run ends
+// createAll creates the Secrets of batch with one `kubectl create -f -` of
+// a List on kubectl's stdin: the token secrets reach no file, which a
+// server killed during the run would leave behind. The run ends
 // at the earliest deadline of its requests: none outlives its own.
 func (k *Store) createAll(ctx context.Context, batch []*pendingCreate) []createOutcome {
 	var deadline time.Time
@@ -210,11 +210,6 @@ func (k *Store) createAll(ctx context.Context, batch []*pendingCreate) []createO
 	if err != nil {
 		return fail(fmt.Errorf("bootstrap-token Secrets: %w", err))
 	}
-	file, err := writeTemp("epoxy-extensions-tokens-*.json", body)
-	if err != nil {
-		return fail(err)
-	}
-	defer os.Remove(file)
 	if !deadline.IsZero() {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithDeadline(ctx, deadline)
@@ -222,13 +217,13 @@ func (k *Store) createAll(ctx context.Context, batch []*pendingCreate) []createO
 	}
 	// --validate=false: the API server checks the Secrets; kubectl need
 	// not fetch the OpenAPI schema first.
-	args := []string{"create", "--filename", file, "--output", "name", "--validate=false"}
+	args := []string{"create", "--filename", "-", "--output", "name", "--validate=false"}
 	if t := k.requestTimeout(ctx); t > 0 {
 		// The API server gives up on each create by the time kubectl is
 		// killed, so that a cleanup soon after finds what it stored.
 		args = append(args, "--request-timeout", t.String())
 	}
-	out, err := k.kubectl(ctx, args...)
+	out, err := k.kubectlInput(ctx, body, args...)
 	return createOutcomes(names, string(out), err)
 }
 

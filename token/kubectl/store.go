@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"time"
 
@@ -80,8 +79,8 @@ const secretsPath = "/api/v1/namespaces/" + metav1.NamespaceSystem + "/secrets"
 // (ErrSlotTaken), so that no token is ever overwritten. The create waits
 // for a command slot together with the others pending, and goes with them
 // into one `kubectl create` run (create). The Secret, token secret
-// included, goes through a file only this user can read, removed at once:
-// never on a command line. A create that failed after the API server may
+// included, goes on kubectl's stdin: never on a command line, never in a
+// file. A create that failed after the API server may
 // have stored it (kubectl killed at its deadline, a lost answer), or that
 // succeeded after the request ended, is undone, so that no token nobody
 // received holds a slot.
@@ -212,24 +211,6 @@ func (k *Store) undo(ctx context.Context, id, secret string, poll time.Duration)
 // release does nothing.
 func (k *Store) Admit(ctx context.Context) (_ context.Context, release func(), _ error) {
 	return command.Admit(ctx), func() {}, nil
-}
-
-// writeTemp writes b to a new file only this user can read, and returns its
-// path.
-func writeTemp(pattern string, b []byte) (string, error) {
-	f, err := os.CreateTemp("", pattern) // mode 0600
-	if err != nil {
-		return "", fmt.Errorf("temporary file: %w", err)
-	}
-	_, err = f.Write(b)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(f.Name())
-		return "", fmt.Errorf("temporary file: %w", err)
-	}
-	return f.Name(), nil
 }
 
 // Name is the backend's name in logs and metrics: "kubectl", the one
