@@ -10,6 +10,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	bootstrapapi "k8s.io/cluster-bootstrap/token/api"
 
 	"github.com/m-lab/epoxy-extensions/command"
 	"github.com/m-lab/epoxy-extensions/token"
@@ -138,8 +139,27 @@ func (k *Store) runCreates(line int) {
 	for _, c := range batch {
 		command.MarkAdmitted(c.ctx)
 	}
-	for i, o := range k.createAll(held, batch) {
+	// The creates that may have been stored though they failed are undone
+	// here, still holding the slot, with one read for all (cleanup);
+	// the others are answered first.
+	outcomes := k.createAll(held, batch)
+	undo := map[string]string{}
+	for i, o := range outcomes {
+		if o.mayBeStored {
+			d := batch[i].secret.Data
+			undo[string(d[bootstrapapi.BootstrapTokenIDKey])] = string(d[bootstrapapi.BootstrapTokenSecretKey])
+			continue
+		}
 		batch[i].done <- o
+	}
+	if len(undo) == 0 {
+		return
+	}
+	k.cleanup(held, undo)
+	for i, o := range outcomes {
+		if o.mayBeStored {
+			batch[i].done <- o
+		}
 	}
 }
 
