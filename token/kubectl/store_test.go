@@ -184,7 +184,7 @@ func TestKubectlPut(t *testing.T) {
 			name: "killed at its deadline after the create was stored: the Secret is deleted",
 			answers: map[string]func() (string, error){
 				createVerb:             func() (string, error) { return "", killed },
-				getVerb:    func() (string, error) { return stored(secret), nil },
+				getVerb:                func() (string, error) { return stored(secret), nil },
 				"delete " + secretPath: func() (string, error) { return "", nil },
 			},
 			wantErrIs:  context.DeadlineExceeded,
@@ -194,8 +194,8 @@ func TestKubectlPut(t *testing.T) {
 		{
 			name: "killed, and the slot holds another token: left alone",
 			answers: map[string]func() (string, error){
-				createVerb:          func() (string, error) { return "", killed },
-				getVerb: func() (string, error) { return stored("ffffffffffffffff"), nil },
+				createVerb: func() (string, error) { return "", killed },
+				getVerb:    func() (string, error) { return stored("ffffffffffffffff"), nil },
 			},
 			wantErrIs:  context.DeadlineExceeded,
 			overloaded: true,
@@ -205,7 +205,7 @@ func TestKubectlPut(t *testing.T) {
 			name: "killed before the create was stored",
 			answers: map[string]func() (string, error){
 				createVerb: func() (string, error) { return "", killed },
-				getVerb: func() (string, error) { return "", nil }, // --ignore-not-found
+				getVerb:    func() (string, error) { return "", nil }, // --ignore-not-found
 			},
 			wantErrIs:  context.DeadlineExceeded,
 			overloaded: true,
@@ -215,7 +215,7 @@ func TestKubectlPut(t *testing.T) {
 			name: "an answer that is no Secret is bad output, and undone",
 			answers: map[string]func() (string, error){
 				createVerb:             func() (string, error) { return "W1120 warnings.go:70] something", nil },
-				getVerb:    func() (string, error) { return stored(secret), nil },
+				getVerb:                func() (string, error) { return stored(secret), nil },
 				"delete " + secretPath: func() (string, error) { return "", nil },
 			},
 			wantErrIs: kubectl.ErrBadOutput,
