@@ -58,7 +58,7 @@ func (k *Store) create(ctx context.Context, s *corev1.Secret) createOutcome {
 	start := time.Now()
 	k.creates.mu.Lock()
 	k.creates.pending = append(k.creates.pending, c)
-	k.startWaiter()
+	k.startWaiter(command.Admitted(ctx))
 	k.creates.mu.Unlock()
 	var giveUp <-chan time.Time
 	if at, ok := command.GiveUpAt(ctx); ok {
@@ -96,20 +96,31 @@ func (k *Store) withdraw(c *pendingCreate) bool {
 
 // startWaiter starts a goroutine that waits for a command slot to run the
 // pending creates, unless one waits already in a line good enough: the
-// admitted requests' line when one of them waits. k.creates.mu is held.
-func (k *Store) startWaiter() {
+// admitted requests' line when admitted, the pending creates' having an
+// admitted request's. k.creates.mu is held. A create arriving calls it for
+// itself alone, in constant time: the creates before it have their waiter
+// already; only a run that leaves creates pending looks at them all.
+func (k *Store) startWaiter(admitted bool) {
 	line := 1
-	for _, p := range k.creates.pending {
-		if command.Admitted(p.ctx) {
-			line = 0
-			break
-		}
+	if admitted {
+		line = 0
 	}
 	if k.creates.waiting[0] || k.creates.waiting[line] || len(k.creates.pending) == 0 {
 		return
 	}
 	k.creates.waiting[line] = true
 	go k.runCreates(line)
+}
+
+// anyAdmitted reports whether a pending create is an admitted request's.
+// k.creates.mu is held.
+func (k *Store) anyAdmitted() bool {
+	for _, p := range k.creates.pending {
+		if command.Admitted(p.ctx) {
+			return true
+		}
+	}
+	return false
 }
 
 // runCreates waits for a command slot in line, then creates every pending
@@ -127,7 +138,7 @@ func (k *Store) runCreates(line int) {
 	if err == nil {
 		batch = k.takeBatch()
 	}
-	k.startWaiter() // for those left, if any
+	k.startWaiter(k.anyAdmitted()) // for those left, if any
 	k.creates.mu.Unlock()
 	if err != nil {
 		return // never, without a deadline
