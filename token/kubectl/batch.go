@@ -275,6 +275,12 @@ func createOutcomes(names []string, out string, err error) []createOutcome {
 		}
 	}
 	res := make([]createOutcome, len(names))
+	if errors.Is(err, command.ErrNoInput) { // kubectl never ran
+		for i, n := range names {
+			res[i] = createOutcome{err: fmt.Errorf("kubectl create secret %s: %w", n, err)}
+		}
+		return res
+	}
 	if err == nil {
 		for i, n := range names {
 			if !created[n] {

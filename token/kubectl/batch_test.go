@@ -53,6 +53,8 @@ func TestCreateOutcomes(t *testing.T) {
 		{name: "killed after the first: the rest undone, overload", out: "secret/bootstrap-token-aaaaaa\n", err: fmt.Errorf("%w: %w", overload.Err, killed),
 			want: []string{"ok", "undo busy", "undo busy"}},
 		{name: "killed before any", err: killed, want: []string{"undo busy", "undo busy", "undo busy"}},
+		{name: "a runner that cannot feed stdin: nothing ran, nothing to undo", err: fmt.Errorf("kubectl: %w", command.ErrNoInput),
+			want: []string{"refused", "refused", "refused"}},
 		{name: "a named server error other than AlreadyExists", out: "secret/bootstrap-token-aaaaaa\nsecret/bootstrap-token-bbbbbb\n",
 			err:  exit(`Error from server (Forbidden): error when creating "/tmp/t.json": secrets "bootstrap-token-cccccc" is forbidden: no`),
 			want: []string{"ok", "ok", "refused"}},

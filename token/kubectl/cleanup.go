@@ -73,9 +73,10 @@ func (k *Store) cleanup(ctx context.Context, secrets map[string]string) {
 }
 
 // undo reads the Secrets of secrets, again every cleanupInterval for poll
-// while some are not found or the read failed, and deletes those that hold
-// their secret, all within timeout. It returns those still undecided: not
-// found, or neither read nor deleted.
+// while some are not found (not after a failed read: the late checks try
+// again), and deletes those that hold their secret, all within timeout.
+// It returns those still undecided: not found, or neither read nor
+// deleted.
 func (k *Store) undo(ctx context.Context, secrets map[string]string, poll, timeout time.Duration) map[string]string {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -83,19 +84,20 @@ func (k *Store) undo(ctx context.Context, secrets map[string]string, poll, timeo
 	giveUp := time.Now().Add(poll)
 	for {
 		found, err := k.readSecrets(ctx, slices.Sorted(maps.Keys(left)))
-		if err == nil {
-			for id, s := range found {
-				want, ok := left[id]
-				if !ok {
-					continue
-				}
-				if subtle.ConstantTimeCompare([]byte(s.secret), []byte(want)) == 1 {
-					if err := k.Remove(ctx, s.slot); err != nil && !errors.Is(err, token.ErrSlotChanged) {
-						continue // try again later
-					}
-				}
-				delete(left, id) // deleted, gone, or another token's: not ours to delete
+		if err != nil {
+			return left // the late checks try again
+		}
+		for id, s := range found {
+			want, ok := left[id]
+			if !ok {
+				continue
 			}
+			if subtle.ConstantTimeCompare([]byte(s.secret), []byte(want)) == 1 {
+				if err := k.Remove(ctx, s.slot); err != nil && !errors.Is(err, token.ErrSlotChanged) {
+					continue // try again later
+				}
+			}
+			delete(left, id) // deleted, gone, or another token's: not ours to delete
 		}
 		if len(left) == 0 || !time.Now().Before(giveUp) {
 			return left
