@@ -32,6 +32,29 @@ type Runner interface {
 	Run(ctx context.Context, path string, args ...string) ([]byte, error)
 }
 
+// InputRunner is a Runner that can also write to a program's stdin, the
+// way to hand a program a secret that must reach neither its command line
+// nor a file a killed server would leave behind. Exec implements it, and
+// Limited does over a Runner that does.
+type InputRunner interface {
+	// RunInput is Run with stdin written to the program's standard
+	// input, which is closed after it.
+	RunInput(ctx context.Context, stdin []byte, path string, args ...string) ([]byte, error)
+}
+
+// RunInput runs path with args through r, stdin on its standard input; it
+// fails without running anything when r is no InputRunner.
+func RunInput(ctx context.Context, r Runner, stdin []byte, path string, args ...string) ([]byte, error) {
+	ir, ok := r.(InputRunner)
+	if !ok {
+		return nil, fmt.Errorf("%s: %w: %T", path, ErrNoInput, r)
+	}
+	return ir.RunInput(ctx, stdin, path, args...)
+}
+
+// ErrNoInput means a program needed its stdin fed by a Runner that cannot.
+var ErrNoInput = errors.New("the runner cannot write to a program's stdin")
+
 // Exec runs programs as direct child processes. The zero value is ready to use.
 type Exec struct {
 	// Timeout, when positive, bounds each run on top of the context's own
@@ -50,6 +73,12 @@ type Exec struct {
 // error for a failed run carries the exit status and the program's stderr,
 // with secrets removed.
 func (e Exec) Run(ctx context.Context, path string, args ...string) ([]byte, error) {
+	return e.RunInput(ctx, nil, path, args...)
+}
+
+// RunInput is Run with stdin on the program's standard input (none when
+// nil): it goes through a pipe, never a file.
+func (e Exec) RunInput(ctx context.Context, stdin []byte, path string, args ...string) ([]byte, error) {
 	if e.Timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, e.Timeout)
@@ -59,6 +88,9 @@ func (e Exec) Run(ctx context.Context, path string, args ...string) ([]byte, err
 	cmd := exec.CommandContext(ctx, path, args...)
 	cmd.Stdout = &stdout
 	cmd.Stderr = &stderr
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
 	if len(e.Env) > 0 {
 		cmd.Env = append(os.Environ(), e.Env...)
 	}

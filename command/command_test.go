@@ -338,3 +338,63 @@ func TestKilledErrorIsOverload(t *testing.T) {
 		})
 	}
 }
+
+// The real runner writes to stdin too, and Limited passes it on.
+var (
+	_ command.InputRunner = command.Exec{}
+	_ command.InputRunner = (*command.Limited)(nil)
+)
+
+func TestExecRunInput(t *testing.T) {
+	big := strings.Repeat("0123456789abcdef", 8<<10) // 128 KiB: more than a pipe holds
+	tests := []struct {
+		name    string
+		stdin   []byte
+		args    []string
+		want    string
+		wantErr bool
+	}{
+		{name: "stdin reaches the program", stdin: []byte("secret body"), args: []string{"-c", "cat"}, want: "secret body"},
+		{name: "a body larger than a pipe", stdin: []byte(big), args: []string{"-c", "wc -c"}, want: strconv.Itoa(len(big)) + "\n"},
+		{name: "nil stdin is empty", args: []string{"-c", "wc -c"}, want: "0\n"},
+		// A program that exits at once unread: its own status counts,
+		// not the broken pipe.
+		{name: "a program that reads none of it", stdin: []byte(big), args: []string{"-c", "exit 0"}, want: ""},
+		{name: "a failure that reads none of it", stdin: []byte(big), args: []string{"-c", "exit 3"}, wantErr: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, r := range []command.Runner{command.Exec{}, command.NewLimited(command.Exec{}, 1)} {
+				got, err := command.RunInput(context.Background(), r, tc.stdin, "/bin/sh", tc.args...)
+				if (err != nil) != tc.wantErr {
+					t.Fatalf("%T: RunInput() error = %v, want error: %t", r, err, tc.wantErr)
+				}
+				if !tc.wantErr && strings.TrimLeft(string(got), " ") != tc.want {
+					t.Errorf("%T: RunInput() stdout = %q, want %q", r, got, tc.want)
+				}
+			}
+		})
+	}
+}
+
+// noInput is a Runner that cannot write to stdin.
+type noInput struct{ ran bool }
+
+func (n *noInput) Run(context.Context, string, ...string) ([]byte, error) {
+	n.ran = true
+	return nil, nil
+}
+
+func TestRunInputWithoutInputRunner(t *testing.T) {
+	for _, wrap := range []bool{false, true} {
+		n := &noInput{}
+		var r command.Runner = n
+		if wrap {
+			r = command.NewLimited(n, 1)
+		}
+		_, err := command.RunInput(context.Background(), r, []byte("x"), "/bin/cat")
+		if !errors.Is(err, command.ErrNoInput) || n.ran {
+			t.Errorf("%T: RunInput() error = %v, ran: %t, want ErrNoInput and no run", r, err, n.ran)
+		}
+	}
+}

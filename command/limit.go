@@ -113,8 +113,24 @@ func (l *Limited) Hold(ctx context.Context) (_ context.Context, release func(), 
 // admitted that cannot get a slot early enough to finish before its
 // context's deadline (GiveUpAt) returns an error wrapping ErrBusy.
 func (l *Limited) Run(ctx context.Context, path string, args ...string) ([]byte, error) {
+	return l.run(ctx, func(ctx context.Context) ([]byte, error) { return l.runner.Run(ctx, path, args...) })
+}
+
+// RunInput is Run with stdin on the program's standard input: it fails
+// with ErrNoInput, before waiting for a slot, unless the wrapped Runner is
+// an InputRunner.
+func (l *Limited) RunInput(ctx context.Context, stdin []byte, path string, args ...string) ([]byte, error) {
+	ir, ok := l.runner.(InputRunner)
+	if !ok {
+		return nil, fmt.Errorf("%s: %w: %T", path, ErrNoInput, l.runner)
+	}
+	return l.run(ctx, func(ctx context.Context) ([]byte, error) { return ir.RunInput(ctx, stdin, path, args...) })
+}
+
+// run calls do after waiting for a free slot unless ctx holds one.
+func (l *Limited) run(ctx context.Context, do func(context.Context) ([]byte, error)) ([]byte, error) {
 	if ctx.Value(heldKey{}) == l {
-		return l.runner.Run(ctx, path, args...)
+		return do(ctx)
 	}
 	if err := l.acquire(ctx); err != nil {
 		return nil, err
@@ -122,7 +138,7 @@ func (l *Limited) Run(ctx context.Context, path string, args ...string) ([]byte,
 	defer l.release()
 	metrics.CommandsRunning.Inc()
 	defer metrics.CommandsRunning.Dec()
-	return l.runner.Run(ctx, path, args...)
+	return do(ctx)
 }
 
 // acquire waits for a free slot: in the first line when ctx's request is

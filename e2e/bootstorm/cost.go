@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -12,8 +13,7 @@ import (
 	"syscall"
 	"time"
 
-	"encoding/json"
-
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	bootstraputil "k8s.io/cluster-bootstrap/token/util"
 
 	"github.com/m-lab/epoxy-extensions/token"
@@ -47,12 +47,13 @@ func (p processCost) String() string {
 
 // measureProcesses runs, one at a time, the program each target runs per
 // token: the original's `kubeadm token create --print-join-command` and the
-// exec backend's `kubectl create --raw` of a bootstrap-token Secret, then
+// exec backend's `kubectl create --filename -` of a List of one
+// bootstrap-token Secret, then
 // deletes the tokens they made.
 func measureProcesses(ctx context.Context, st *stack) []processCost {
 	kc := st.cp.Kubeconfig
 	kubeadm := processCost{Command: "kubeadm token create --print-join-command"}
-	kubectl := processCost{Command: "kubectl create --raw, GOGC=400 (the exec backend's one process per token)"}
+	kubectl := processCost{Command: "kubectl create --filename - of a List, GOGC=400 (the exec backend's one process per batch of up to 50 tokens)"}
 	kubeadm.measure(ctx, func() (*exec.Cmd, func(), error) {
 		return exec.Command(filepath.Join(st.cp.BinDir, "kubeadm"), "token", "create", "--ttl", "5m",
 			"--description", "bootstorm: one process measured", "--print-join-command", "--kubeconfig", kc), func() {}, nil
@@ -64,18 +65,17 @@ func measureProcesses(ctx context.Context, st *stack) []processCost {
 		}
 		id, secret, _ := strings.Cut(tok, ".")
 		s := token.BootstrapSecret(id, secret, "bootstorm: one process measured", time.Now().Add(5*time.Minute))
-		b, err := json.Marshal(s)
+		s.TypeMeta = metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"}
+		b, err := json.Marshal(map[string]any{"apiVersion": "v1", "kind": "List", "items": []any{s}})
 		if err != nil {
 			return nil, nil, err
 		}
-		f := filepath.Join(st.dir, "measure-secret.json")
-		if err := os.WriteFile(f, b, 0o600); err != nil {
-			return nil, nil, err
-		}
-		cmd := exec.Command(filepath.Join(st.cp.BinDir, "kubectl"), "--kubeconfig", kc, "create", "--raw",
-			"/api/v1/namespaces/kube-system/secrets", "--filename", f)
-		cmd.Env = append(os.Environ(), "GOGC=400") // as the exec backend runs it
-		return cmd, func() { os.Remove(f) }, nil
+		// As the exec backend runs it: the List of Secrets on stdin.
+		cmd := exec.Command(filepath.Join(st.cp.BinDir, "kubectl"), "--kubeconfig", kc, "create",
+			"--filename", "-", "--output", "name", "--validate=false")
+		cmd.Stdin = bytes.NewReader(b)
+		cmd.Env = append(os.Environ(), "GOGC=400")
+		return cmd, func() {}, nil
 	})
 	if err := st.deleteTokens(ctx); err != nil {
 		kubectl.Error = err.Error()

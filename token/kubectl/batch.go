@@ -5,12 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	bootstrapapi "k8s.io/cluster-bootstrap/token/api"
 
 	"github.com/m-lab/epoxy-extensions/command"
 	"github.com/m-lab/epoxy-extensions/token"
@@ -58,7 +58,7 @@ func (k *Store) create(ctx context.Context, s *corev1.Secret) createOutcome {
 	start := time.Now()
 	k.creates.mu.Lock()
 	k.creates.pending = append(k.creates.pending, c)
-	k.startWaiter()
+	k.startWaiter(command.Admitted(ctx))
 	k.creates.mu.Unlock()
 	var giveUp <-chan time.Time
 	if at, ok := command.GiveUpAt(ctx); ok {
@@ -96,20 +96,31 @@ func (k *Store) withdraw(c *pendingCreate) bool {
 
 // startWaiter starts a goroutine that waits for a command slot to run the
 // pending creates, unless one waits already in a line good enough: the
-// admitted requests' line when one of them waits. k.creates.mu is held.
-func (k *Store) startWaiter() {
+// admitted requests' line when admitted, the pending creates' having an
+// admitted request's. k.creates.mu is held. A create arriving calls it for
+// itself alone, in constant time: the creates before it have their waiter
+// already; only a run that leaves creates pending looks at them all.
+func (k *Store) startWaiter(admitted bool) {
 	line := 1
-	for _, p := range k.creates.pending {
-		if command.Admitted(p.ctx) {
-			line = 0
-			break
-		}
+	if admitted {
+		line = 0
 	}
 	if k.creates.waiting[0] || k.creates.waiting[line] || len(k.creates.pending) == 0 {
 		return
 	}
 	k.creates.waiting[line] = true
 	go k.runCreates(line)
+}
+
+// anyAdmitted reports whether a pending create is an admitted request's.
+// k.creates.mu is held.
+func (k *Store) anyAdmitted() bool {
+	for _, p := range k.creates.pending {
+		if command.Admitted(p.ctx) {
+			return true
+		}
+	}
+	return false
 }
 
 // runCreates waits for a command slot in line, then creates every pending
@@ -127,7 +138,7 @@ func (k *Store) runCreates(line int) {
 	if err == nil {
 		batch = k.takeBatch()
 	}
-	k.startWaiter() // for those left, if any
+	k.startWaiter(k.anyAdmitted()) // for those left, if any
 	k.creates.mu.Unlock()
 	if err != nil {
 		return // never, without a deadline
@@ -139,8 +150,27 @@ func (k *Store) runCreates(line int) {
 	for _, c := range batch {
 		command.MarkAdmitted(c.ctx)
 	}
-	for i, o := range k.createAll(held, batch) {
+	// The creates that may have been stored though they failed are undone
+	// here, still holding the slot, with one read for all (cleanup);
+	// the others are answered first.
+	outcomes := k.createAll(held, batch)
+	undo := map[string]string{}
+	for i, o := range outcomes {
+		if o.mayBeStored {
+			d := batch[i].secret.Data
+			undo[string(d[bootstrapapi.BootstrapTokenIDKey])] = string(d[bootstrapapi.BootstrapTokenSecretKey])
+			continue
+		}
 		batch[i].done <- o
+	}
+	if len(undo) == 0 {
+		return
+	}
+	k.cleanup(held, undo)
+	for i, o := range outcomes {
+		if o.mayBeStored {
+			batch[i].done <- o
+		}
 	}
 }
 
@@ -181,8 +211,9 @@ func (k *Store) takeBatch() []*pendingCreate {
 	return batch
 }
 
-// createAll creates the Secrets of batch with one `kubectl create -f` of a
-// List, in a file only this user can read, removed at once. The run ends
+// createAll creates the Secrets of batch with one `kubectl create -f -` of
+// a List on kubectl's stdin: the token secrets reach no file, which a
+// server killed during the run would leave behind. The run ends
 // at the earliest deadline of its requests: none outlives its own.
 func (k *Store) createAll(ctx context.Context, batch []*pendingCreate) []createOutcome {
 	var deadline time.Time
@@ -210,11 +241,6 @@ func (k *Store) createAll(ctx context.Context, batch []*pendingCreate) []createO
 	if err != nil {
 		return fail(fmt.Errorf("bootstrap-token Secrets: %w", err))
 	}
-	file, err := writeTemp("epoxy-extensions-tokens-*.json", body)
-	if err != nil {
-		return fail(err)
-	}
-	defer os.Remove(file)
 	if !deadline.IsZero() {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithDeadline(ctx, deadline)
@@ -222,13 +248,13 @@ func (k *Store) createAll(ctx context.Context, batch []*pendingCreate) []createO
 	}
 	// --validate=false: the API server checks the Secrets; kubectl need
 	// not fetch the OpenAPI schema first.
-	args := []string{"create", "--filename", file, "--output", "name", "--validate=false"}
+	args := []string{"create", "--filename", "-", "--output", "name", "--validate=false"}
 	if t := k.requestTimeout(ctx); t > 0 {
 		// The API server gives up on each create by the time kubectl is
 		// killed, so that a cleanup soon after finds what it stored.
 		args = append(args, "--request-timeout", t.String())
 	}
-	out, err := k.kubectl(ctx, args...)
+	out, err := k.kubectlInput(ctx, body, args...)
 	return createOutcomes(names, string(out), err)
 }
 
@@ -249,6 +275,12 @@ func createOutcomes(names []string, out string, err error) []createOutcome {
 		}
 	}
 	res := make([]createOutcome, len(names))
+	if errors.Is(err, command.ErrNoInput) { // kubectl never ran
+		for i, n := range names {
+			res[i] = createOutcome{err: fmt.Errorf("kubectl create secret %s: %w", n, err)}
+		}
+		return res
+	}
 	if err == nil {
 		for i, n := range names {
 			if !created[n] {

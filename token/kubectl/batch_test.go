@@ -2,11 +2,18 @@ package kubectl
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
 
 	"github.com/m-lab/epoxy-extensions/command"
+	"github.com/m-lab/epoxy-extensions/kube"
 	"github.com/m-lab/epoxy-extensions/overload"
 	"github.com/m-lab/epoxy-extensions/token"
 )
@@ -46,6 +53,8 @@ func TestCreateOutcomes(t *testing.T) {
 		{name: "killed after the first: the rest undone, overload", out: "secret/bootstrap-token-aaaaaa\n", err: fmt.Errorf("%w: %w", overload.Err, killed),
 			want: []string{"ok", "undo busy", "undo busy"}},
 		{name: "killed before any", err: killed, want: []string{"undo busy", "undo busy", "undo busy"}},
+		{name: "a runner that cannot feed stdin: nothing ran, nothing to undo", err: fmt.Errorf("kubectl: %w", command.ErrNoInput),
+			want: []string{"refused", "refused", "refused"}},
 		{name: "a named server error other than AlreadyExists", out: "secret/bootstrap-token-aaaaaa\nsecret/bootstrap-token-bbbbbb\n",
 			err:  exit(`Error from server (Forbidden): error when creating "/tmp/t.json": secrets "bootstrap-token-cccccc" is forbidden: no`),
 			want: []string{"ok", "ok", "refused"}},
@@ -75,6 +84,54 @@ func TestCreateOutcomes(t *testing.T) {
 					t.Errorf("item %d (%s): %s (%v), want %s", i, names[i], s, o.err, tc.want[i])
 				}
 			}
+		})
+	}
+}
+
+// latencyRunner is a kubectl that takes a fixed time per run and creates
+// every Secret it is given.
+type latencyRunner struct{ latency time.Duration }
+
+func (r latencyRunner) Run(ctx context.Context, path string, args ...string) ([]byte, error) {
+	return r.RunInput(ctx, nil, path, args...)
+}
+
+func (r latencyRunner) RunInput(_ context.Context, stdin []byte, _ string, _ ...string) ([]byte, error) {
+	time.Sleep(r.latency)
+	var l struct{ Items []corev1.Secret }
+	if err := json.Unmarshal(stdin, &l); err != nil {
+		return nil, err
+	}
+	var out strings.Builder
+	for _, s := range l.Items {
+		out.WriteString("secret/" + s.Name + "\n")
+	}
+	return []byte(out.String()), nil
+}
+
+// BenchmarkBatchedCreates puts 100 or 500 tokens at once through two
+// command slots and a kubectl of 100 ms: with -blockprofile and
+// -mutexprofile, it shows what besides the slots serialises the creates.
+func BenchmarkBatchedCreates(b *testing.B) {
+	for _, n := range []int{100, 500} {
+		b.Run(fmt.Sprintf("%d at once", n), func(b *testing.B) {
+			k := &Store{Runner: command.NewLimited(latencyRunner{latency: 100 * time.Millisecond}, 2),
+				Cluster: kube.NewClusterValue(kube.Cluster{APIAddress: "10.0.0.1:6443", CAHash: "sha256:00"})}
+			for i := 0; b.Loop(); i++ {
+				var wg sync.WaitGroup
+				for j := range n {
+					wg.Go(func() {
+						ctx, cancel := context.WithTimeout(command.Admit(context.Background()), time.Minute)
+						defer cancel()
+						tok := fmt.Sprintf("%06d.0123456789abcdef", (i*n+j)%1000000)
+						if _, err := k.Put(ctx, tok, "d", time.Now().Add(time.Minute)); err != nil {
+							b.Error(err)
+						}
+					})
+				}
+				wg.Wait()
+			}
+			b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/storm")
 		})
 	}
 }

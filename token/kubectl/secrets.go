@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -15,6 +14,7 @@ import (
 	bootstrapapi "k8s.io/cluster-bootstrap/token/api"
 	bootstraputil "k8s.io/cluster-bootstrap/token/util"
 
+	"github.com/m-lab/epoxy-extensions/command"
 	"github.com/m-lab/epoxy-extensions/overload"
 	"github.com/m-lab/epoxy-extensions/token"
 )
@@ -33,10 +33,24 @@ const slotTemplate = `{{define "s"}}{{.metadata.name}}{{"\x1f"}}{{.metadata.uid}
 // 429 or 503 wraps overload.Err, which the handler answers with 503 and
 // Retry-After, as for the api backend.
 func (k *Store) kubectl(ctx context.Context, args ...string) ([]byte, error) {
+	return k.kubectlInput(ctx, nil, args...)
+}
+
+// kubectlInput is kubectl with stdin on kubectl's standard input (none
+// when nil), for `--filename -`: what it carries, a token secret, reaches
+// neither the command line nor a file.
+func (k *Store) kubectlInput(ctx context.Context, stdin []byte, args ...string) ([]byte, error) {
 	if k.Kubeconfig != "" {
 		args = append([]string{"--kubeconfig", k.Kubeconfig}, args...)
 	}
-	out, err := k.Runner.Run(ctx, filepath.Join(k.BinDir, "kubectl"), args...)
+	path := filepath.Join(k.BinDir, "kubectl")
+	var out []byte
+	var err error
+	if stdin != nil {
+		out, err = command.RunInput(ctx, k.Runner, stdin, path, args...)
+	} else {
+		out, err = k.Runner.Run(ctx, path, args...)
+	}
 	if err != nil {
 		return out, withOverload(err.Error(), err)
 	}
@@ -121,7 +135,8 @@ func parseSlots(out string) (map[string]token.Slot, error) {
 
 // Remove deletes the Secret of s with `kubectl delete --raw`, which, unlike
 // `kubectl delete secret`, sends DeleteOptions: their preconditions make
-// the delete fail if the Secret was replaced since it was read.
+// the delete fail if the Secret was replaced since it was read. They go on
+// kubectl's stdin.
 func (k *Store) Remove(ctx context.Context, s token.Slot) error {
 	name := bootstraputil.BootstrapTokenSecretName(s.ID)
 	opts := metav1.DeleteOptions{
@@ -139,12 +154,7 @@ func (k *Store) Remove(ctx context.Context, s token.Slot) error {
 	if err != nil {
 		return fmt.Errorf("delete options: %w", err)
 	}
-	file, err := writeTemp("epoxy-extensions-delete-*.json", body)
-	if err != nil {
-		return fmt.Errorf("delete options: %w", err)
-	}
-	defer os.Remove(file)
-	if _, err := k.kubectl(ctx, "delete", "--raw", secretsPath+"/"+name, "--filename", file); err != nil {
+	if _, err := k.kubectlInput(ctx, body, "delete", "--raw", secretsPath+"/"+name, "--filename", "-"); err != nil {
 		if msg := err.Error(); strings.Contains(msg, "NotFound") || strings.Contains(msg, "Conflict") ||
 			strings.Contains(msg, "not found") || strings.Contains(msg, "Precondition failed") {
 			return fmt.Errorf("kubectl delete secret %s: %w", name, errors.Join(token.ErrSlotChanged, err))

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -96,16 +95,11 @@ func TestKubectlRemove(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			var body []byte
-			r := &fakeRunner{answer: func(args []string) (string, error) {
-				i := slices.Index(args, "--filename")
-				if i < 0 {
-					return "", errors.New("no --filename")
+			r := &fakeRunner{answer: func(args []string, stdin []byte) (string, error) {
+				if i := slices.Index(args, "--filename"); i < 0 || args[i+1] != "-" {
+					return "", errors.New("no --filename -")
 				}
-				var err error
-				body, err = os.ReadFile(args[i+1])
-				if err != nil {
-					return "", err
-				}
+				body = stdin
 				return "", tc.runErr
 			}}
 			k := &kubectl.Store{Runner: r, BinDir: "/usr/bin"}

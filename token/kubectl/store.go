@@ -4,18 +4,12 @@ package kubectl
 
 import (
 	"context"
-	"crypto/subtle"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	bootstrapapi "k8s.io/cluster-bootstrap/token/api"
-	bootstraputil "k8s.io/cluster-bootstrap/token/util"
 
 	"github.com/m-lab/epoxy-extensions/command"
 	"github.com/m-lab/epoxy-extensions/kube"
@@ -62,16 +56,6 @@ var (
 // trust.
 var ErrBadOutput = errors.New("unexpected kubectl output")
 
-// execCleanupTimeout bounds reading and deleting a Secret whose create may
-// have been stored though kubectl failed; for cleanupPoll of it, a Secret
-// not found is looked for again every cleanupInterval, in case the API
-// server was still storing it when kubectl was killed.
-const (
-	execCleanupTimeout = 3 * time.Second
-	cleanupPoll        = time.Second
-	cleanupInterval    = 250 * time.Millisecond
-)
-
 // secretsPath is the API path of Secrets in kube-system.
 const secretsPath = "/api/v1/namespaces/" + metav1.NamespaceSystem + "/secrets"
 
@@ -80,11 +64,11 @@ const secretsPath = "/api/v1/namespaces/" + metav1.NamespaceSystem + "/secrets"
 // (ErrSlotTaken), so that no token is ever overwritten. The create waits
 // for a command slot together with the others pending, and goes with them
 // into one `kubectl create` run (create). The Secret, token secret
-// included, goes through a file only this user can read, removed at once:
-// never on a command line. A create that failed after the API server may
+// included, goes on kubectl's stdin: never on a command line, never in a
+// file. A create that failed after the API server may
 // have stored it (kubectl killed at its deadline, a lost answer), or that
-// succeeded after the request ended, is undone, so that no token nobody
-// received holds a slot.
+// succeeded after the request ended, is undone (cleanup), so that no token
+// nobody received holds a slot.
 func (k *Store) Put(ctx context.Context, tok, description string, expires time.Time) (token.Join, error) {
 	id, secret, ok := strings.Cut(tok, ".")
 	if !ok {
@@ -94,14 +78,11 @@ func (k *Store) Put(ctx context.Context, tok, description string, expires time.T
 	s.TypeMeta = metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"}
 	o := k.create(ctx, s)
 	if o.err != nil {
-		if o.mayBeStored {
-			k.cleanup(ctx, id, secret)
-		}
-		return token.Join{}, o.err
+		return token.Join{}, o.err // undone already if it may have been stored
 	}
 	if err := ctx.Err(); err != nil {
 		// Created, but nobody waits for it any more.
-		k.cleanup(ctx, id, secret)
+		k.cleanup(ctx, map[string]string{id: secret})
 		err = fmt.Errorf("kubectl create secret %s: created as the request ended, deleted again: %w", s.Name, err)
 		if errors.Is(err, context.DeadlineExceeded) {
 			return token.Join{}, fmt.Errorf("%w: %w", overload.Err, err)
@@ -137,74 +118,6 @@ func refused(msg string) bool {
 	return false
 }
 
-// lateChecks are the times after a cleanup that found nothing at which the
-// Secret is looked for once more, from the background: an API server that
-// received the create just before kubectl was killed may store it a little
-// later. Nil in tests that need no background work.
-var lateChecks = []time.Duration{5 * time.Second, 20 * time.Second}
-
-// cleanup deletes the Secret of id if it holds secret: a create that failed
-// as far as kubectl tells may have been stored all the same. It reads the
-// Secret, again for cleanupPoll while it is not found, and deletes it on
-// condition that it is still that Secret, all within execCleanupTimeout of
-// a context that keeps ctx's values (its command slot) but not its end. If
-// the Secret was never found, it is looked for again at lateChecks, each
-// time taking a command slot of its own. The Secret, read into the server's
-// memory through kubectl's stdout, is never logged. A Secret still left
-// behind (the API server unreachable even for this) holds one of the host's
-// slots until it expires.
-func (k *Store) cleanup(ctx context.Context, id, secret string) {
-	if found, err := k.undo(context.WithoutCancel(ctx), id, secret, cleanupPoll); found || err != nil {
-		return
-	}
-	checks := lateChecks
-	if len(checks) == 0 {
-		return
-	}
-	go func() {
-		for _, d := range checks {
-			time.Sleep(d)
-			if found, err := k.undo(context.Background(), id, secret, 0); found || err != nil {
-				return
-			}
-		}
-	}()
-}
-
-// undo reads the Secret of id, again every cleanupInterval for poll while
-// it is not found, and deletes it if it holds secret. It reports whether it
-// found the Secret, and any failure other than its absence.
-func (k *Store) undo(ctx context.Context, id, secret string, poll time.Duration) (bool, error) {
-	ctx, cancel := context.WithTimeout(ctx, execCleanupTimeout)
-	defer cancel()
-	giveUp := time.Now().Add(poll)
-	var out []byte
-	for {
-		var err error
-		out, err = k.kubectl(ctx, "get", "--raw", secretsPath+"/"+bootstraputil.BootstrapTokenSecretName(id))
-		if err == nil {
-			break
-		}
-		if !strings.Contains(err.Error(), "(NotFound)") {
-			return false, err
-		}
-		if !time.Now().Before(giveUp) {
-			return false, nil
-		}
-		select {
-		case <-ctx.Done():
-			return false, ctx.Err()
-		case <-time.After(cleanupInterval):
-		}
-	}
-	var s corev1.Secret
-	if err := json.Unmarshal(out, &s); err != nil ||
-		subtle.ConstantTimeCompare(s.Data[bootstrapapi.BootstrapTokenSecretKey], []byte(secret)) != 1 {
-		return true, nil // another token's, or unreadable: not ours to delete
-	}
-	return true, k.Remove(ctx, token.Slot{ID: id, UID: string(s.UID), ResourceVersion: s.ResourceVersion})
-}
-
 // Admit marks ctx as one request's (command.Admit): its first kubectl run,
 // or the batch its first create goes into, waits for a command slot in
 // line, and may give up with command.ErrBusy; every later run of it goes
@@ -212,24 +125,6 @@ func (k *Store) undo(ctx context.Context, id, secret string, poll time.Duration)
 // release does nothing.
 func (k *Store) Admit(ctx context.Context) (_ context.Context, release func(), _ error) {
 	return command.Admit(ctx), func() {}, nil
-}
-
-// writeTemp writes b to a new file only this user can read, and returns its
-// path.
-func writeTemp(pattern string, b []byte) (string, error) {
-	f, err := os.CreateTemp("", pattern) // mode 0600
-	if err != nil {
-		return "", fmt.Errorf("temporary file: %w", err)
-	}
-	_, err = f.Write(b)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(f.Name())
-		return "", fmt.Errorf("temporary file: %w", err)
-	}
-	return f.Name(), nil
 }
 
 // Name is the backend's name in logs and metrics: "kubectl", the one

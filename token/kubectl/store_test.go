@@ -27,8 +27,9 @@ import (
 
 // Both the real runner and the fake satisfy the interface Store needs.
 var (
-	_ command.Runner = command.Exec{}
-	_ command.Runner = (*fakeRunner)(nil)
+	_ command.Runner      = command.Exec{}
+	_ command.Runner      = (*fakeRunner)(nil)
+	_ command.InputRunner = (*fakeRunner)(nil)
 )
 
 const (
@@ -39,6 +40,7 @@ const (
 	secretsPath = "/api/v1/namespaces/kube-system/secrets"
 	secretPath  = secretsPath + "/bootstrap-token-abcdef"
 	createVerb  = "create -f"
+	getVerb     = "get secret"
 	// created is what kubectl create --output name prints for the Secret.
 	created = "secret/bootstrap-token-abcdef\n"
 )
@@ -67,78 +69,72 @@ func assertNoSecret(t *testing.T, err error) {
 type fakeRunner struct {
 	out    string
 	err    error
-	answer func(args []string) (string, error)
+	answer func(args []string, stdin []byte) (string, error)
 
 	mu    sync.Mutex
 	calls []call
 }
 
 type call struct {
-	ctx  context.Context
-	path string
-	args []string
+	ctx   context.Context
+	path  string
+	args  []string
+	stdin []byte
 }
 
 func (f *fakeRunner) Run(ctx context.Context, path string, args ...string) ([]byte, error) {
+	return f.RunInput(ctx, nil, path, args...)
+}
+
+func (f *fakeRunner) RunInput(ctx context.Context, stdin []byte, path string, args ...string) ([]byte, error) {
 	f.mu.Lock()
-	f.calls = append(f.calls, call{ctx: ctx, path: path, args: slices.Clone(args)})
+	f.calls = append(f.calls, call{ctx: ctx, path: path, args: slices.Clone(args), stdin: slices.Clone(stdin)})
 	f.mu.Unlock()
 	if f.answer != nil {
-		out, err := f.answer(args)
+		out, err := f.answer(args, stdin)
 		return []byte(out), err
 	}
 	return []byte(f.out), f.err
 }
 
-type ctxKey struct{}
-
 // verb is what a kubectl run does: createVerb for a `kubectl create -f`,
-// or "get" or "delete" and its --raw path, e.g.
+// getVerb for a `kubectl get secret`, or "delete" and its --raw path, e.g.
 // "get /api/v1/namespaces/kube-system/secrets/bootstrap-token-abcdef".
 func verb(args []string) string {
 	i := slices.Index(args, "--raw")
 	if i < 1 || i+1 >= len(args) {
-		if slices.Contains(args, "create") {
+		switch {
+		case slices.Contains(args, "create"):
 			return createVerb
+		case slices.Contains(args, "get"):
+			return getVerb
 		}
 		return strings.Join(args, " ")
 	}
 	return args[i-1] + " " + args[i+1]
 }
 
-// readSecretFile reads the one Secret of the List kubectl create is given,
-// which must be readable by its owner alone.
-func readSecretFile(t *testing.T, args []string) *corev1.Secret {
+// readSecretInput reads the one Secret of the List kubectl create is given
+// on its stdin (`--filename -`).
+func readSecretInput(t *testing.T, args []string, stdin []byte) *corev1.Secret {
 	t.Helper()
-	i := slices.Index(args, "--filename")
-	if i < 0 || i+1 >= len(args) {
-		t.Fatalf("kubectl create without --filename: %q", args)
-	}
-	fi, err := os.Stat(args[i+1])
-	if err != nil {
-		t.Fatalf("the Secret file: %v", err)
-	}
-	if fi.Mode().Perm() != 0o600 {
-		t.Errorf("the Secret file has mode %v, want 0600", fi.Mode().Perm())
-	}
-	b, err := os.ReadFile(args[i+1])
-	if err != nil {
-		t.Fatal(err)
+	if i := slices.Index(args, "--filename"); i < 0 || i+1 >= len(args) || args[i+1] != "-" {
+		t.Fatalf("kubectl create without --filename -: %q", args)
 	}
 	var l struct {
 		Kind  string
 		Items []corev1.Secret
 	}
-	if err := json.Unmarshal(b, &l); err != nil || l.Kind != "List" || len(l.Items) != 1 {
-		t.Fatalf("the Secret file: %v, want a List of one Secret: %s", err, b)
+	if err := json.Unmarshal(stdin, &l); err != nil || l.Kind != "List" || len(l.Items) != 1 {
+		t.Fatalf("kubectl create's stdin: %v, want a List of one Secret: %s", err, stdin)
 	}
 	return &l.Items[0]
 }
 
-// stored is the API server's answer for a Secret holding tokenSecret.
+// stored is what the cleanup's `kubectl get secret` prints of the Secret
+// when it holds tokenSecret.
 func stored(tokenSecret string) string {
-	return `{"kind":"Secret","apiVersion":"v1","metadata":{"name":"bootstrap-token-abcdef","uid":"u1","resourceVersion":"42"},` +
-		`"data":{"token-secret":"` + b64(tokenSecret) + `"},"type":"bootstrap.kubernetes.io/token"}`
+	return "bootstrap-token-abcdef\x1fu1\x1f42\x1f" + b64(tokenSecret) + "\x1e"
 }
 
 func b64(s string) string {
@@ -188,56 +184,57 @@ func TestKubectlPut(t *testing.T) {
 			name: "killed at its deadline after the create was stored: the Secret is deleted",
 			answers: map[string]func() (string, error){
 				createVerb:             func() (string, error) { return "", killed },
-				"get " + secretPath:    func() (string, error) { return stored(secret), nil },
+				getVerb:                func() (string, error) { return stored(secret), nil },
 				"delete " + secretPath: func() (string, error) { return "", nil },
 			},
 			wantErrIs:  context.DeadlineExceeded,
 			overloaded: true,
-			wantCalls:  []string{createVerb, "get " + secretPath, "delete " + secretPath},
+			wantCalls:  []string{createVerb, getVerb, "delete " + secretPath},
 		},
 		{
 			name: "killed, and the slot holds another token: left alone",
 			answers: map[string]func() (string, error){
-				createVerb:          func() (string, error) { return "", killed },
-				"get " + secretPath: func() (string, error) { return stored("ffffffffffffffff"), nil },
+				createVerb: func() (string, error) { return "", killed },
+				getVerb:    func() (string, error) { return stored("ffffffffffffffff"), nil },
 			},
 			wantErrIs:  context.DeadlineExceeded,
 			overloaded: true,
-			wantCalls:  []string{createVerb, "get " + secretPath},
+			wantCalls:  []string{createVerb, getVerb},
 		},
 		{
 			name: "killed before the create was stored",
 			answers: map[string]func() (string, error){
 				createVerb: func() (string, error) { return "", killed },
-				"get " + secretPath: func() (string, error) {
-					return "", errors.New(`exit status 1: stderr: "Error from server (NotFound): secrets \"bootstrap-token-abcdef\" not found"`)
-				},
+				getVerb:    func() (string, error) { return "", nil }, // --ignore-not-found
 			},
 			wantErrIs:  context.DeadlineExceeded,
 			overloaded: true,
-			wantCalls:  []string{createVerb, "get " + secretPath},
+			wantCalls:  []string{createVerb, getVerb},
 		},
 		{
 			name: "an answer that is no Secret is bad output, and undone",
 			answers: map[string]func() (string, error){
 				createVerb:             func() (string, error) { return "W1120 warnings.go:70] something", nil },
-				"get " + secretPath:    func() (string, error) { return stored(secret), nil },
+				getVerb:                func() (string, error) { return stored(secret), nil },
 				"delete " + secretPath: func() (string, error) { return "", nil },
 			},
 			wantErrIs: kubectl.ErrBadOutput,
-			wantCalls: []string{createVerb, "get " + secretPath, "delete " + secretPath},
+			wantCalls: []string{createVerb, getVerb, "delete " + secretPath},
 		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			var files []string
-			r := &fakeRunner{answer: func(args []string) (string, error) {
+			// No file anywhere: the Secret and the delete options go on
+			// kubectl's stdin.
+			tmp := t.TempDir()
+			t.Setenv("TMPDIR", tmp)
+			r := &fakeRunner{answer: func(args []string, stdin []byte) (string, error) {
 				v := verb(args)
-				if v == createVerb || strings.HasPrefix(v, "delete ") {
-					files = append(files, args[slices.Index(args, "--filename")+1])
+				if strings.HasPrefix(v, "delete ") && (!slices.Contains(args, "-") || !strings.Contains(string(stdin), `"DeleteOptions"`)) {
+					t.Errorf("kubectl %q got %q on stdin, want --filename - and the DeleteOptions", args, stdin)
 				}
 				if v == createVerb {
-					s := readSecretFile(t, args)
+					s := readSecretInput(t, args, stdin)
 					want := token.BootstrapSecret("abcdef", secret, token.Description(host), expires)
 					if s.Name != want.Name || s.Namespace != want.Namespace || s.Type != want.Type || fmt.Sprint(s.Data) != fmt.Sprint(want.Data) {
 						t.Errorf("kubectl create got %+v, want the Secret BootstrapSecret builds", s)
@@ -251,7 +248,7 @@ func TestKubectlPut(t *testing.T) {
 				return answer()
 			}}
 			k := &kubectl.Store{Runner: r, BinDir: "/usr/bin", Kubeconfig: "/etc/kubernetes/admin.conf", Cluster: kube.NewClusterValue(cluster)}
-			ctx, cancel := context.WithTimeout(context.WithValue(context.Background(), ctxKey{}, tc.name), time.Minute)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 
 			got, err := k.Put(ctx, tok, token.Description(host), expires)
@@ -273,17 +270,12 @@ func TestKubectlPut(t *testing.T) {
 				if strings.Contains(strings.Join(c.args, " "), secret) {
 					t.Errorf("the token secret is on kubectl's command line: %q", c.args)
 				}
-				if verb(c.args) != createVerb && c.ctx.Value(ctxKey{}) != tc.name { // a create runs for its batch
-					t.Errorf("kubectl %q ran without the request's context values", c.args)
-				}
 			}
 			if !slices.Equal(verbs, tc.wantCalls) {
 				t.Errorf("kubectl ran %q, want %q", verbs, tc.wantCalls)
 			}
-			for _, f := range files {
-				if _, err := os.Stat(f); !errors.Is(err, os.ErrNotExist) {
-					t.Errorf("the file %s is still there after the run (%v)", f, err)
-				}
+			if left, err := os.ReadDir(tmp); err != nil || len(left) != 0 {
+				t.Errorf("$TMPDIR holds %v (%v) after Put, want nothing", left, err)
 			}
 			assertNoSecret(t, err)
 			if tc.want == (token.Join{}) {
@@ -317,7 +309,7 @@ func TestKubectlAdmittedGoFirst(t *testing.T) {
 	creates := 0
 	// Newer request i's run lasts until gates[i] closes.
 	gates := []chan struct{}{make(chan struct{}), make(chan struct{}), make(chan struct{})}
-	fake := &fakeRunner{answer: func(args []string) (string, error) {
+	fake := &fakeRunner{answer: func(args []string, stdin []byte) (string, error) {
 		mu.Lock()
 		v := verb(args)
 		if strings.HasPrefix(args[0], "newer") {
@@ -337,7 +329,7 @@ func TestKubectlAdmittedGoFirst(t *testing.T) {
 		case v == createVerb && n == 1:
 			return "", exitErr(`Error from server (AlreadyExists): error when creating "f": secrets "bootstrap-token-` + token.SlotID(host, 0) + `" already exists`)
 		case v == createVerb:
-			return "secret/" + readSecretFile(t, args).Name + "\n", nil
+			return "secret/" + readSecretInput(t, args, stdin).Name + "\n", nil
 		}
 		return "", nil // get: no Secret found
 	}}
@@ -406,15 +398,15 @@ func TestKubectlLateCleanup(t *testing.T) {
 	defer kubectl.SetLateChecks([]time.Duration{10 * time.Millisecond, 300 * time.Millisecond})()
 	var mu sync.Mutex
 	isStored, deleted := false, make(chan struct{})
-	r := &fakeRunner{answer: func(args []string) (string, error) {
+	r := &fakeRunner{answer: func(args []string, stdin []byte) (string, error) {
 		mu.Lock()
 		defer mu.Unlock()
 		switch v := verb(args); v {
 		case createVerb:
 			return "", killed
-		case "get " + secretPath:
+		case getVerb:
 			if !isStored {
-				return "", errors.New(`exit status 1: stderr: "Error from server (NotFound): secrets \"bootstrap-token-abcdef\" not found"`)
+				return "", nil // --ignore-not-found
 			}
 			return stored(secret), nil
 		case "delete " + secretPath:
@@ -454,13 +446,9 @@ func waitFor(t *testing.T, cond func() bool) {
 func TestKubectlBatchesCreates(t *testing.T) {
 	var mu sync.Mutex
 	var runs [][]string
-	fake := &fakeRunner{answer: func(args []string) (string, error) {
-		b, err := os.ReadFile(args[slices.Index(args, "--filename")+1])
-		if err != nil {
-			return "", err
-		}
+	fake := &fakeRunner{answer: func(args []string, stdin []byte) (string, error) {
 		var l struct{ Items []corev1.Secret }
-		if err := json.Unmarshal(b, &l); err != nil {
+		if err := json.Unmarshal(stdin, &l); err != nil {
 			return "", err
 		}
 		var names []string
@@ -502,5 +490,46 @@ func TestKubectlBatchesCreates(t *testing.T) {
 		if taken := errors.Is(err, token.ErrSlotTaken); (i == 7) != taken || (i != 7 && err != nil) {
 			t.Errorf("Put %d: %v", i, err)
 		}
+	}
+}
+
+// TestKubectlPutThroughStdin puts a token through the real runner and a
+// stand-in kubectl that keeps what it was given: the Secret reaches it on
+// stdin, the token secret is on no command line, and no file is left in
+// (or ever written to) $TMPDIR.
+func TestKubectlPutThroughStdin(t *testing.T) {
+	bin, seen, tmp := t.TempDir(), t.TempDir(), t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	script := "#!/bin/sh\nprintf '%s\\n' \"$@\" > " + seen + "/args\ncat > " + seen + "/stdin\n" +
+		"ls -A \"$TMPDIR\" > " + seen + "/tmpdir\n" +
+		"echo secret/bootstrap-token-abcdef\n"
+	if err := os.WriteFile(bin+"/kubectl", []byte(script), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	k := &kubectl.Store{Runner: command.NewLimited(command.Exec{}, 1), BinDir: bin, Cluster: kube.NewClusterValue(cluster)}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := k.Put(ctx, tok, "d", time.Now().Add(time.Minute)); err != nil {
+		t.Fatalf("Put() error = %v", err)
+	}
+	args, err := os.ReadFile(seen + "/args")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdin, err := os.ReadFile(seen + "/stdin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(args), secret) || !strings.Contains(string(args), "--filename\n-\n") {
+		t.Errorf("kubectl ran with %q, want --filename - and no token secret", args)
+	}
+	if s := readSecretInput(t, []string{"--filename", "-"}, stdin); string(s.Data["token-secret"]) != secret {
+		t.Errorf("kubectl got the Secret %+v on stdin, want the token's", s)
+	}
+	if during, err := os.ReadFile(seen + "/tmpdir"); err != nil || len(during) != 0 {
+		t.Errorf("$TMPDIR held %q (%v) while kubectl ran, want nothing", during, err)
+	}
+	if left, err := os.ReadDir(tmp); err != nil || len(left) != 0 {
+		t.Errorf("$TMPDIR holds %v (%v), want nothing", left, err)
 	}
 }
