@@ -46,7 +46,8 @@ func Call(ctx context.Context, op string, call func(context.Context) error) erro
 	backoff := firstBackoff
 	for attempt := 1; ; attempt++ {
 		start := time.Now()
-		err := call(ctx)
+		g := &grant{}
+		err := call(context.WithValue(ctx, grantKey{}, g))
 		// A deadline while ctx still has time is client-go's own timeout of
 		// one request (Options.RequestTimeout): the API server did not
 		// answer in time, which may pass like any other timeout.
@@ -62,6 +63,11 @@ func Call(ctx context.Context, op string, call func(context.Context) error) erro
 		metrics.KubeAPIErrors.WithLabelValues(op, result).Inc()
 		if throttled(err) {
 			return fmt.Errorf("%w: %w", ErrOverloaded, err)
+		}
+		if ctx.Err() != nil && g.starved() {
+			// Our own rate limiter kept the request until too little of
+			// the deadline was left: too many requests for the rate.
+			return fmt.Errorf("%w: held by the client's rate limiter until the deadline: %w", ErrOverloaded, err)
 		}
 		if !Transient(err) && !requestTimeout {
 			return err

@@ -570,10 +570,55 @@ func TestCallRetriesHungAPIServer(t *testing.T) {
 	if elapsed := time.Since(start); elapsed > 2*time.Second {
 		t.Errorf("Call() returned after %s, want by the 500ms deadline", elapsed)
 	}
-	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Errorf("Call() error = %v, want a deadline", err)
+	if !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, overload.Err) {
+		t.Errorf("Call() error = %v, want a deadline, and no overload: the API server hung", err)
 	}
 	if attempts < 3 {
 		t.Errorf("Call() made %d attempts of 50ms in 500ms, want the timed-out ones retried", attempts)
+	}
+}
+
+// TestCallStarvedByRateLimiter: a request that the client's own rate
+// limiter held until too little of its deadline was left for the API
+// server to answer is overload (503), not a failed call, even though the
+// limiter let it go with more than MinRequestTime left.
+func TestCallStarvedByRateLimiter(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns []net.Conn // held open, answered only after 2 s
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				break
+			}
+			conns = append(conns, c)
+		}
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); <-done })
+	cfg, err := Config(Options{Kubeconfig: kubeconfigFor(t, "http://"+ln.Addr().String()), RequestTimeout: 10 * time.Second, QPS: 1, Burst: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.RateLimiter.Accept() // the burst is spent: the next token comes in 1 s
+	c, err := corev1client.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 1600*time.Millisecond)
+	defer cancel()
+	err = Call(ctx, "test_starved", func(ctx context.Context) error {
+		_, err := c.Secrets("kube-system").Get(ctx, "bootstrap-token-abcdef", metav1.GetOptions{})
+		return err
+	})
+	if !errors.Is(err, ErrOverloaded) || !errors.Is(err, overload.Err) {
+		t.Errorf("Call() error = %v, want ErrOverloaded: held 1 s of 1.6 s by our limiter", err)
 	}
 }

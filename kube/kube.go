@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
@@ -82,13 +83,48 @@ const MinRequestTime = 250 * time.Millisecond
 type leavesTime struct{ flowcontrol.RateLimiter }
 
 func (l leavesTime) Wait(ctx context.Context) error {
+	start := time.Now()
 	if err := l.RateLimiter.Wait(ctx); err != nil {
 		return err
 	}
-	if d, ok := ctx.Deadline(); ok && time.Until(d) < MinRequestTime {
-		return fmt.Errorf("rate: Wait left %v of the deadline, under %v", time.Until(d).Round(time.Millisecond), MinRequestTime)
+	d, ok := ctx.Deadline()
+	if !ok {
+		return nil
+	}
+	left := time.Until(d)
+	if g, ok := ctx.Value(grantKey{}).(*grant); ok {
+		g.record(time.Since(start), left)
+	}
+	if left < MinRequestTime {
+		return fmt.Errorf("rate: Wait left %v of the deadline, under %v", left.Round(time.Millisecond), MinRequestTime)
 	}
 	return nil
+}
+
+// grantKey is the context key under which Call passes a *grant to the
+// rate limiter.
+type grantKey struct{}
+
+// grant is what the rate limiter did with a call's last attempt: how long
+// it held the request, and how much of the deadline it left it.
+type grant struct {
+	mu           sync.Mutex
+	waited, left time.Duration
+}
+
+func (g *grant) record(waited, left time.Duration) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.waited, g.left = waited, left
+}
+
+// starved reports whether the limiter held the request longer than the
+// time it then left it: a call that then ran out of time was cut short by
+// our own rate, not by the API server.
+func (g *grant) starved() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.waited > 0 && g.waited >= g.left
 }
 
 // NewClient returns the one core/v1 client the process shares for token
