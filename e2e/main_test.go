@@ -43,9 +43,9 @@ type testEnv struct {
 // defaultParallel is how many of this package's tests run at once unless
 // -parallel says otherwise. Most of them wait (for deadlines, TTLs, a
 // scrape, a restart) far more than they compute, so more than GOMAXPROCS:
-// 12, plus one for each of the six storms (alone), which holds its slot while it waits
+// 12, plus one for each of the seven storms (alone), which holds its slot while it waits
 // for stormLock, so that waiting storms do not shrink the 12.
-const defaultParallel = 12 + 6
+const defaultParallel = 12 + 7
 
 func TestMain(m *testing.M) {
 	flag.Parse()
