@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -187,6 +188,7 @@ type header struct {
 	CPUModel    string `json:"cpu_model"`
 	GoVersion   string `json:"go_version"`
 	Kubernetes  string `json:"kubernetes"`
+	Kubectl     string `json:"kubectl"`
 	LoadAverage string `json:"load_average_at_start"`
 	Server      string `json:"server_command"`
 	Loadtest    string `json:"loadtest_command"`
@@ -205,6 +207,7 @@ func newHeader(args, serverFlags []string, st *stack) header {
 		CPUModel:    cpuModel(),
 		GoVersion:   runtime.Version() + " " + runtime.GOOS + "/" + runtime.GOARCH,
 		Kubernetes:  "unknown",
+		Kubectl:     "unknown",
 		LoadAverage: "unknown",
 	}
 	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
@@ -212,6 +215,18 @@ func newHeader(args, serverFlags []string, st *stack) header {
 	}
 	if out, err := exec.Command(filepath.Join(st.cp.BinDir, "kubeadm"), "version", "-o", "short").Output(); err == nil {
 		h.Kubernetes = strings.TrimSpace(string(out))
+	}
+	// kubectl is the machine's (e2e/components links it), not necessarily
+	// of the same release.
+	if out, err := exec.Command(filepath.Join(st.cp.BinDir, "kubectl"), "version", "--client", "-o", "json").Output(); err == nil {
+		var v struct {
+			Client struct {
+				GitVersion string `json:"gitVersion"`
+			} `json:"clientVersion"`
+		}
+		if json.Unmarshal(out, &v) == nil && v.Client.GitVersion != "" {
+			h.Kubectl = v.Client.GitVersion
+		}
 	}
 	h.Server = shellLine("epoxy-extensions", append([]string{"-listen-address", "127.0.0.1:PORT"},
 		serverArgs("BACKEND", "admin.conf", "K8S_BIN_DIR", serverFlags)...))
@@ -224,7 +239,7 @@ func newHeader(args, serverFlags []string, st *stack) header {
 func (h header) print(w io.Writer) {
 	fmt.Fprintf(w, "command:  %s\n", h.Command)
 	fmt.Fprintf(w, "machine:  %d CPUs (%s), %s, load average %s at start\n", h.CPUs, h.CPUModel, h.GoVersion, h.LoadAverage)
-	fmt.Fprintf(w, "cluster:  etcd + kube-apiserver %s on loopback, kubeadm and kubectl %s\n", h.Kubernetes, h.Kubernetes)
+	fmt.Fprintf(w, "cluster:  etcd + kube-apiserver %s on loopback, kubeadm %s, kubectl %s\n", h.Kubernetes, h.Kubernetes, h.Kubectl)
 	fmt.Fprintf(w, "server:   %s\n", h.Server)
 	fmt.Fprintf(w, "loadtest: %s\n", h.Loadtest)
 	for _, p := range h.Processes {
