@@ -27,7 +27,7 @@ build:
 
 # The server on a local stack owned by one process, on 127.0.0.1:8800: etcd,
 # kube-apiserver, the Datastore emulator, a DNS server for the sandbox BMC
-# name, and this server with the real kubeadm and kubectl. It prints a curl
+# name, and this server with the real kubectl. It prints a curl
 # line for every endpoint; Ctrl-C or SIGTERM stops it all. DEVFLAGS go to
 # e2e/devstack, server flags after "--", e.g.
 # DEVFLAGS='-listen-address 127.0.0.1:8801 -- -kube-backend api'.
@@ -39,7 +39,7 @@ run:
 dev: run
 
 # The production command line, with the defaults spelled out: on a
-# control-plane node kubeadm and kubectl are in /usr/bin and find
+# control-plane node kubectl is in /usr/bin, and the server finds
 # /etc/kubernetes/admin.conf.
 serve: build
 	./epoxy-extensions -listen-address=:8800 -bin-dir=/usr/bin

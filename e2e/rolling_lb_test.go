@@ -14,7 +14,7 @@ import (
 // requests a second from fresh machines for 45 s: every answer is a 200
 // with a working token. Two health checks:
 //
-//   - the HTTP check of /ready that the README recommends, GCP's default
+//   - the HTTP check of /ready that docs/operations.md recommends, GCP's default
 //     interval (5 s) and thresholds (2) scaled down ten times, with a
 //     -shutdown-delay (3 s) that covers its detection time (about 1 s) with
 //     a margin, as the 15 s default covers 10 s; the servers bind their

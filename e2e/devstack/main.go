@@ -3,7 +3,7 @@
 // kube-apiserver (with certificates made fresh for the run), the Cloud
 // Datastore emulator, a DNS server that resolves the sandbox BMC name (so
 // that neither root nor the machine's /etc/hosts is needed), and the server
-// built from this repository with the real kubeadm and kubectl. It creates a
+// built from this repository with the real kubectl. It creates a
 // Node to delete, waits until the server's /ready says a token request would
 // succeed, prints a ready-to-paste command line for every endpoint, streams
 // the server's log to stderr, and on Ctrl-C or SIGTERM stops everything and
