@@ -162,11 +162,11 @@ func scrape(t *testing.T, url string) map[string]*dto.MetricFamily {
 // server exposes, and that every series the requests made on the metrics
 // alerts read was already there at start-up.
 func TestEveryExpressionReadsWhatTheServerExposes(t *testing.T) {
-	execSrv := httptest.NewServer(newMux(t, "kubeadm", "kubectl", ""))
+	execSrv := httptest.NewServer(newMux(t, "kubectl", "kubectl", ""))
 	defer execSrv.Close()
 	apiSrv := httptest.NewServer(newMux(t, "kube_api", "kube_api", ""))
 	defer apiSrv.Close()
-	strangerSrv := httptest.NewServer(newMux(t, "kubeadm", "kubectl", "192.0.2.0/24"))
+	strangerSrv := httptest.NewServer(newMux(t, "kubectl", "kubectl", "192.0.2.0/24"))
 	defer strangerSrv.Close()
 	// A server that trusts another proxy: loopback callers are direct.
 	directSrv := httptest.NewServer(newMux(t, "kube_api", "kube_api", "", "192.0.2.0/24"))
@@ -207,7 +207,7 @@ func TestEveryExpressionReadsWhatTheServerExposes(t *testing.T) {
 		{"direct with an identity", directSrv, "POST", "/v2/allocate_k8s_token", body(hostOK, time.Minute, ""), 200},
 		{"control-plane node", apiSrv, "POST", "/v1/node/delete", body(hostControl, time.Minute, ""), 403},
 		{"busy node", execSrv, "POST", "/v1/node/delete", body(hostBusy, time.Minute, ""), 503},
-		{"kubeadm fails", execSrv, "POST", "/v2/allocate_k8s_token", body(hostFail, time.Minute, ""), 500},
+		{"kubectl fails", execSrv, "POST", "/v2/allocate_k8s_token", body(hostFail, time.Minute, ""), 500},
 		{"kubectl fails", execSrv, "POST", "/v1/node/delete", body(hostFail, time.Minute, ""), 500},
 		{"kube api fails", apiSrv, "POST", "/v2/allocate_k8s_token", body(hostFail, time.Minute, ""), 500},
 		{"datastore fails", execSrv, "POST", "/v1/bmc_store_password", body(hostFail, time.Minute, pw), 500},

@@ -30,8 +30,8 @@ var (
 	// failingBackends name every backend that can fail, timedBackends those
 	// timed: a BMC store's DNS lookup can fail on its own but is timed with
 	// its Datastore write.
-	failingBackends = []string{"kubeadm", "kubectl", "kube_api", "dns", "datastore"}
-	timedBackends   = []string{"kubeadm", "kubectl", "kube_api", "datastore"}
+	failingBackends = []string{"kubectl", "kube_api", "dns", "datastore"}
+	timedBackends   = []string{"kubectl", "kube_api", "datastore"}
 
 	// kubeAPIOperations are the API calls requests make (those made once
 	// at start are left to appear when they happen), and kubeAPIReasons

@@ -38,8 +38,8 @@ var (
 		[]string{"endpoint", "reason"},
 	)
 
-	// BackendFailures counts failed backend calls by backend ("kubeadm",
-	// "kubectl", "kube_api", "dns", "datastore").
+	// BackendFailures counts failed backend calls by backend ("kubectl",
+	// "kube_api", "dns", "datastore").
 	BackendFailures = promauto.NewCounterVec(
 		prometheus.CounterOpts{
 			Name: "epoxy_extensions_backend_failures_total",
@@ -49,7 +49,7 @@ var (
 	)
 
 	// BackendDuration times each request's backend work by backend
-	// ("kubeadm", "kubectl", "kube_api", "datastore"): for the exec backend
+	// ("kubectl", "kube_api", "datastore"): for the exec backend
 	// the wait for a command slot plus the run, for BMC the DNS lookup plus
 	// the Datastore write. Failed calls count too.
 	BackendDuration = promauto.NewHistogramVec(
@@ -69,14 +69,14 @@ var (
 		Help: "Deadline of each request's backend work (-backend-timeout).",
 	})
 
-	// CommandQueueLength is the number of kubeadm and kubectl runs waiting
-	// for a free slot (exec backend).
+	// CommandQueueLength is the number of kubectl runs waiting for a free
+	// slot (exec backend); creates waiting together count as one run.
 	CommandQueueLength = promauto.NewGauge(prometheus.GaugeOpts{
 		Name: "epoxy_extensions_command_queue_length",
 		Help: "Commands waiting for a free slot.",
 	})
 
-	// CommandsRunning is the number of kubeadm and kubectl runs now.
+	// CommandsRunning is the number of kubectl runs now.
 	CommandsRunning = promauto.NewGauge(prometheus.GaugeOpts{
 		Name: "epoxy_extensions_commands_running",
 		Help: "Commands running now.",

@@ -16,7 +16,7 @@ func touch() {
 	metrics.BMCRequestDuration.WithLabelValues("POST", "200").Observe(0.3)
 	metrics.NodeRequestDuration.WithLabelValues("POST", "200").Observe(0.2)
 	metrics.Refusals.WithLabelValues("allocate_k8s_token", "boot_too_old").Inc()
-	metrics.BackendFailures.WithLabelValues("kubeadm").Inc()
+	metrics.BackendFailures.WithLabelValues("kubectl").Inc()
 	metrics.KubeAPIDuration.WithLabelValues("create_secret", "ok").Observe(0.004)
 	metrics.KubeAPIErrors.WithLabelValues("create_secret", "unreachable").Inc()
 }
@@ -129,7 +129,7 @@ func TestInitialised(t *testing.T) {
 		{"refusal password", "epoxy_extensions_refusals_total", map[string]string{"endpoint": "bmc_store_password", "reason": "password"}},
 		{"backend failure dns", "epoxy_extensions_backend_failures_total", map[string]string{"backend": "dns"}},
 		{"backend failure kube_api", "epoxy_extensions_backend_failures_total", map[string]string{"backend": "kube_api"}},
-		{"backend duration kubeadm", "epoxy_extensions_backend_duration_seconds", map[string]string{"backend": "kubeadm"}},
+		{"backend duration kubectl", "epoxy_extensions_backend_duration_seconds", map[string]string{"backend": "kubectl"}},
 		{"backend duration datastore", "epoxy_extensions_backend_duration_seconds", map[string]string{"backend": "datastore"}},
 		{"backend timeout", "epoxy_extensions_backend_timeout_seconds", nil},
 		{"kube api ok", "epoxy_extensions_kube_api_call_duration_seconds", map[string]string{"operation": "create_secret", "result": "ok"}},
