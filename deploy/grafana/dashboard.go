@@ -75,7 +75,7 @@ var rows = []struct {
 		}},
 	}},
 	{"Backends", []panel{
-		{"Backend latency p50 and p99", "Duration of each request's backend work (kubeadm, kubectl, kube_api, datastore), failures included; for exec, the wait for a command slot counts.", "s", []query{
+		{"Backend latency p50 and p99", "Duration of each request's backend work (kubectl, kube_api, datastore), failures included; for exec, the wait for a command slot counts.", "s", []query{
 			{`job_backend:epoxy_extensions_backend_duration_seconds:p50_rate5m`, "p50 {{backend}}"},
 			{`job_backend:epoxy_extensions_backend_duration_seconds:p99_rate5m`, "p99 {{backend}}"},
 		}},
@@ -93,7 +93,7 @@ var rows = []struct {
 		}},
 	}},
 	{"Capacity", []panel{
-		{"Commands (exec backend)", "kubeadm and kubectl runs at once, and requests waiting for a slot (-max-concurrent-commands).", "short", []query{
+		{"Commands (exec backend)", "kubectl runs at once, and runs waiting for a slot (-max-concurrent-commands).", "short", []query{
 			{`sum by (job) (epoxy_extensions_commands_running{job="epoxy-extension-server"})`, "running"},
 			{`job:epoxy_extensions_command_queue_length:max_over_time5m`, "waiting (max over 5m)"},
 		}},
