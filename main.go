@@ -95,6 +95,13 @@ func run() int {
 	defer s.close()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	// The backend's background work (watches, following cluster-info)
+	// runs until the last request is answered.
+	if s.background != nil {
+		bg, stopBackground := context.WithCancel(context.Background())
+		defer stopBackground()
+		go s.background(bg)
+	}
 	if err := s.serve(ctx); err != nil {
 		log.Error("server stopped", "error", err)
 		return 1
@@ -121,6 +128,7 @@ type server struct {
 	background func(ctx context.Context)
 	store      *storage.Store
 	dropped    runas.Dropped
+	conns      *connlimit.Limiter
 	closed     bool
 }
 
@@ -195,25 +203,20 @@ func start(log *slog.Logger) (*server, error) {
 		s.close()
 		return nil, fmt.Errorf("could not listen: %w", err)
 	}
-	conns := connlimit.New(*maxConnections)
+	s.conns = connlimit.New(*maxConnections)
 	for _, ln := range bound {
-		s.listeners = append(s.listeners, conns.Listen(ln))
+		s.listeners = append(s.listeners, s.conns.Listen(ln))
 		s.addresses = append(s.addresses, ln.Addr().String())
 	}
-	s.http.ConnState = conns.ConnState
-	s.http.ConnContext = conns.ConnContext
-	s.http.Handler = conns.Gate(s.http.Handler, handler.IsHealthCheck)
+	s.http.ConnState = s.conns.ConnState
+	s.http.ConnContext = s.conns.ConnContext
+	s.http.Handler = s.conns.Gate(s.http.Handler, handler.IsHealthCheck)
 	return s, nil
 }
 
-// serve runs the backend's background work and serves every listener
-// until ctx ends (nil) or one stops serving (its error).
+// serve serves every listener until ctx ends (nil) or one stops serving
+// (its error).
 func (s *server) serve(ctx context.Context) error {
-	if s.background != nil {
-		bg, stopBackground := context.WithCancel(context.Background())
-		defer stopBackground()
-		go s.background(bg)
-	}
 	served := make(chan error, len(s.listeners))
 	for _, ln := range s.listeners {
 		go func() { served <- s.http.Serve(ln) }()
@@ -247,6 +250,16 @@ func (s *server) shutdown() int {
 	s.log.Info("shutting down: draining requests in flight", "grace", grace.String())
 	ctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
+	// No new connection from here on (with socket activation they wait in
+	// the socket for the next process), and a moment for those accepted
+	// to send their requests: Shutdown drops, unanswered, a request it
+	// finishes reading after it began.
+	for _, ln := range s.listeners {
+		ln.Close()
+	}
+	silence, cancelSilence := context.WithTimeout(ctx, min(firstRequestWait, grace/2))
+	s.conns.WaitSilent(silence)
+	cancelSilence()
 	if err := s.http.Shutdown(ctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		s.log.Error("shutdown did not drain every request", "error", err)
 		return 1
@@ -277,6 +290,11 @@ func (s *server) close() error {
 	}
 	return first
 }
+
+// firstRequestWait bounds how long shutdown waits, once no connection is
+// accepted any more, for the connections accepted just before to send
+// their requests; it is part of -shutdown-timeout, at most half of it.
+const firstRequestWait = 2 * time.Second
 
 // headerTimeout bounds how long a client may take to send its request
 // headers, so stalled (slowloris) clients are dropped quickly.

@@ -15,6 +15,7 @@ package connlimit
 import (
 	"container/list"
 	"context"
+	"errors"
 	"net"
 	"net/http"
 	"sync"
@@ -42,6 +43,7 @@ type Limiter struct {
 	open     int        // regular slots taken
 	reserved int        // reserve slots taken
 	waiting  int        // reserve connections waiting for a regular slot
+	silent   int        // accepted connections that have sent no request yet
 	idle     *list.List // of *conn, oldest first
 	freed    chan struct{}
 }
@@ -72,6 +74,7 @@ func (c *conn) Close() error {
 			c.l.idle.Remove(c.elem)
 			c.elem = nil
 		}
+		c.l.spoke(c)
 		reserve := c.reserve
 		c.l.mu.Unlock()
 		c.l.release(reserve)
@@ -94,10 +97,18 @@ func (l *Limiter) Listen(ln net.Listener) net.Listener {
 	return &listener{Listener: ln, l: l, closed: make(chan struct{})}
 }
 
-// Close closes the listener and ends any Accept waiting for a slot.
+// Close closes the listener and ends any Accept waiting for a slot. Only
+// its first call acts: http.Server.Shutdown may close it again.
 func (ln *listener) Close() error {
-	ln.once.Do(func() { close(ln.closed) })
-	return ln.Listener.Close()
+	err := net.ErrClosed
+	ln.once.Do(func() {
+		close(ln.closed)
+		err = ln.Listener.Close()
+	})
+	if errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
 }
 
 // Accept waits until a connection may be opened, then accepts it. It
@@ -115,6 +126,7 @@ func (ln *listener) Accept() (net.Conn, error) {
 	tc := &conn{Conn: c, l: ln.l, reserve: reserve}
 	ln.l.mu.Lock()
 	tc.fresh = true
+	ln.l.silent++
 	tc.idleSince = time.Now()
 	tc.elem = ln.l.idle.PushBack(tc)
 	ln.l.mu.Unlock()
@@ -217,6 +229,37 @@ func (l *Limiter) evictable(now time.Time) (*conn, time.Duration) {
 	return nil, wait
 }
 
+// spoke records that c has sent a request, or is gone. Called with l.mu
+// held.
+func (l *Limiter) spoke(c *conn) {
+	if c.fresh {
+		c.fresh = false
+		l.silent--
+	}
+}
+
+// WaitSilent waits until every accepted connection has sent its first
+// request (or closed), checking every 10 ms, or until ctx ends, and
+// reports whether none is left silent. A server calls it on shutdown after
+// closing its listeners and before http.Server.Shutdown, which drops,
+// unanswered, a request it finishes reading after Shutdown began: a
+// client that connected a moment before would see its connection closed.
+func (l *Limiter) WaitSilent(ctx context.Context) bool {
+	for {
+		l.mu.Lock()
+		silent := l.silent
+		l.mu.Unlock()
+		if silent == 0 {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
 // release frees a slot: a reserve one when reserve is set.
 func (l *Limiter) release(reserve bool) {
 	l.mu.Lock()
@@ -304,7 +347,7 @@ func (l *Limiter) ConnState(nc net.Conn, state http.ConnState) {
 			l.idle.Remove(c.elem)
 			c.elem = nil
 		}
-		c.fresh = false
+		l.spoke(c)
 	case http.StateIdle:
 		if c.elem == nil {
 			c.idleSince = time.Now()

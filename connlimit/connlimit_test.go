@@ -308,3 +308,39 @@ func TestAcceptReturnsWhenClosed(t *testing.T) {
 		t.Errorf("open %d, reserved %d after the closed Accept; want 1 and %d", open, reserved, Reserve)
 	}
 }
+
+// TestWaitSilent checks that WaitSilent waits while an accepted connection
+// has sent nothing, and returns once its request is in, or it closed.
+func TestWaitSilent(t *testing.T) {
+	addr, l := serve(t, 4, nil)
+	wait := func(d time.Duration) bool {
+		ctx, cancel := context.WithTimeout(context.Background(), d)
+		defer cancel()
+		return l.WaitSilent(ctx)
+	}
+	if !wait(time.Second) {
+		t.Fatal("WaitSilent() = false with no connection")
+	}
+	silent, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // accepted
+	if wait(100 * time.Millisecond) {
+		t.Fatal("WaitSilent() = true with a connection that sent nothing")
+	}
+	fmt.Fprint(silent, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	if !wait(time.Second) {
+		t.Error("WaitSilent() = false after the connection sent its request")
+	}
+	other, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	other.Close()
+	if !wait(time.Second) {
+		t.Error("WaitSilent() = false after the silent connection closed")
+	}
+	silent.Close()
+}
