@@ -197,6 +197,15 @@ func (l *Limited) wait(ctx context.Context, first bool) error {
 	}
 }
 
+// Waiting returns how many runs wait for a slot of l now (the
+// epoxy_extensions_command_queue_length gauge counts those of every
+// Limited of the process).
+func (l *Limited) Waiting() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.waiters[0].Len() + l.waiters[1].Len()
+}
+
 // release frees a slot, handing it to the first waiter if there is one.
 func (l *Limited) release() {
 	l.mu.Lock()
