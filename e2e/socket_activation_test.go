@@ -45,7 +45,7 @@ func TestSocketActivationRestarts(t *testing.T) {
 	sock := holdSocket(t)
 	cfg := serverConfig{socket: sock, args: []string{"-shutdown-delay", "1s"}}
 	s := e.startServer(t, cfg)
-	if !strings.Contains(s.Log(), activatedLog) {
+	if !logSays(s, activatedLog) {
 		t.Fatalf("the server did not say it serves the socket from systemd:\n%s", s.Log())
 	}
 	st := startStream(t, s.URL+"/v2/allocate_k8s_token", "sa", 5, 45*time.Second)
@@ -69,7 +69,7 @@ func TestSocketActivationRestarts(t *testing.T) {
 		s = e.startServer(t, cfg)
 		restarts = append(restarts, restart{at, time.Since(exited),
 			logTime(t, s, "serving").Sub(logTime(t, old, drainLog))})
-		if !strings.Contains(s.Log(), activatedLog) {
+		if !logSays(s, activatedLog) {
 			t.Fatalf("restart %d: the server did not serve the socket from systemd:\n%s", i+1, s.Log())
 		}
 	}
@@ -81,6 +81,19 @@ func TestSocketActivationRestarts(t *testing.T) {
 		t.Logf("restart %d at %s: no process accepting for %s, no process at all for %s; requests sent from the SIGTERM to 5 s later: p50 %s, worst %s",
 			i+1, r.at.Round(time.Millisecond), r.noAccept.Round(time.Millisecond), r.gap.Round(time.Millisecond),
 			p50.Round(time.Millisecond), worst.Round(time.Millisecond))
+	}
+}
+
+// logSays reports whether s's log holds text, waiting up to 10 s for it:
+// the server may answer before its log is read.
+func logSays(s *Server, text string) bool {
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if strings.Contains(s.Log(), text) {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
 	}
 }
 
