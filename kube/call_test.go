@@ -533,8 +533,11 @@ func TestCallWithRealClient(t *testing.T) {
 // TestCallRetriesHungAPIServer points a real client at a server that
 // accepts connections and never answers: each request times out after
 // RequestTimeout and is tried again until the caller's deadline is near.
-func TestCallRetriesHungAPIServer(t *testing.T) {
-	setBackoff(t, time.Millisecond, time.Millisecond)
+// hungServer listens on loopback, accepts every connection and never
+// answers, like an API server that hangs, until the test ends; it returns
+// its address.
+func hungServer(t *testing.T) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -555,7 +558,13 @@ func TestCallRetriesHungAPIServer(t *testing.T) {
 		}
 	}()
 	t.Cleanup(func() { ln.Close(); <-done })
-	c, _, err := NewClient(Options{Kubeconfig: kubeconfigFor(t, "http://"+ln.Addr().String()), RequestTimeout: 50 * time.Millisecond})
+	return ln.Addr().String()
+}
+
+func TestCallRetriesHungAPIServer(t *testing.T) {
+	setBackoff(t, time.Millisecond, time.Millisecond)
+	addr := hungServer(t)
+	c, _, err := NewClient(Options{Kubeconfig: kubeconfigFor(t, "http://"+addr), RequestTimeout: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatalf("NewClient() error = %v", err)
 	}
@@ -583,27 +592,8 @@ func TestCallRetriesHungAPIServer(t *testing.T) {
 // server to answer is overload (503), not a failed call, even though the
 // limiter let it go with more than MinRequestTime left.
 func TestCallStarvedByRateLimiter(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var conns []net.Conn // held open, answered only after 2 s
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				break
-			}
-			conns = append(conns, c)
-		}
-		for _, c := range conns {
-			c.Close()
-		}
-	}()
-	t.Cleanup(func() { ln.Close(); <-done })
-	cfg, err := Config(Options{Kubeconfig: kubeconfigFor(t, "http://"+ln.Addr().String()), RequestTimeout: 10 * time.Second, QPS: 1, Burst: 1})
+	addr := hungServer(t)
+	cfg, err := Config(Options{Kubeconfig: kubeconfigFor(t, "http://"+addr), RequestTimeout: 10 * time.Second, QPS: 1, Burst: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
