@@ -99,6 +99,16 @@ func parallel(t *testing.T) {
 	t.Cleanup(stormLock.RUnlock)
 }
 
+// outsideStorms runs wait, a long wait of a parallel test (for a TTL, say)
+// that needs no deadline met, without the test's share of stormLock, so that
+// storms run meanwhile; the test takes its share back after it, once no
+// storm runs.
+func outsideStorms(wait func()) {
+	stormLock.RUnlock()
+	defer stormLock.RLock()
+	wait()
+}
+
 // gate is a readers-writer lock that prefers readers: Lock waits until no
 // reader holds it, and RLock waits only while a writer holds it.
 type gate struct {
