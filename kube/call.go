@@ -44,6 +44,7 @@ func throttled(err error) bool {
 // functions (IsNotFound, IsAlreadyExists, …) still recognise.
 func Call(ctx context.Context, op string, call func(context.Context) error) error {
 	backoff := firstBackoff
+	var last error // the previous attempt's
 	for attempt := 1; ; attempt++ {
 		start := time.Now()
 		g := &grant{}
@@ -62,6 +63,12 @@ func Call(ctx context.Context, op string, call func(context.Context) error) erro
 		}
 		metrics.KubeAPIErrors.WithLabelValues(op, result).Inc()
 		if throttled(err) {
+			if attempt > 1 && g.outOfTime() {
+				// Our rate limiter refused a retry for want of time left,
+				// not of rate: what failed is the API server, as the
+				// attempt before said.
+				return giveUp(attempt-1, last)
+			}
 			return fmt.Errorf("%w: %w", ErrOverloaded, err)
 		}
 		if ctx.Err() != nil && g.starved() {
@@ -72,6 +79,7 @@ func Call(ctx context.Context, op string, call func(context.Context) error) erro
 		if !Transient(err) && !requestTimeout {
 			return err
 		}
+		last = err
 		wait := backoff + rand.N(backoff/5+1)
 		if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) < wait {
 			return giveUp(attempt, err)

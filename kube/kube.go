@@ -84,16 +84,17 @@ type leavesTime struct{ flowcontrol.RateLimiter }
 
 func (l leavesTime) Wait(ctx context.Context) error {
 	start := time.Now()
-	if err := l.RateLimiter.Wait(ctx); err != nil {
-		return err
-	}
+	err := l.RateLimiter.Wait(ctx)
 	d, ok := ctx.Deadline()
 	if !ok {
-		return nil
+		return err
 	}
 	left := time.Until(d)
 	if g, ok := ctx.Value(grantKey{}).(*grant); ok {
 		g.record(time.Since(start), left)
+	}
+	if err != nil {
+		return err
 	}
 	if left < MinRequestTime {
 		return fmt.Errorf("rate: Wait left %v of the deadline, under %v", left.Round(time.Millisecond), MinRequestTime)
@@ -125,6 +126,16 @@ func (g *grant) starved() bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.waited > 0 && g.waited >= g.left
+}
+
+// outOfTime reports whether the limiter refused the request for want of
+// time rather than of rate: it did not hold it longer than it left it, and
+// left it less than MinRequestTime (or recorded nothing: client-go's own
+// limiter, which refuses a request whose context is done).
+func (g *grant) outOfTime() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return !(g.waited > 0 && g.waited >= g.left) && g.left < MinRequestTime
 }
 
 // NewClient returns the one core/v1 client the process shares for token
