@@ -40,9 +40,18 @@ var epoxyMu sync.Mutex
 // then has to itself until it ends.
 func epoxyEnv(t *testing.T) (*testEnv, *EPoxy) {
 	t.Helper()
-	e := env(t)
+	e, ep := epoxyBootServer(t)
 	epoxyMu.Lock()
 	t.Cleanup(epoxyMu.Unlock)
+	return e, ep
+}
+
+// epoxyBootServer returns the shared environment and ePoxy boot server,
+// without taking it: enough to register machines, whose names no other test
+// uses, but not to start a server where ePoxy sends its extensions.
+func epoxyBootServer(t *testing.T) (*testEnv, *EPoxy) {
+	t.Helper()
+	e := env(t)
 	sharedEPoxy.once.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 		defer cancel()

@@ -21,21 +21,33 @@ const stormSize = 200
 // authenticates, every BMC entity reads back as the reboot service reads
 // it, and no password or token reaches the server's log.
 func TestEPoxyBootStorm(t *testing.T) {
-	alone(t)
+	// Registering the machines, one epoxy_admin run each, mostly waits on
+	// the Datastore emulator: it runs beside every other test, the storm
+	// alone after it.
+	waiting(t)
+	_, ep := epoxyBootServer(t)
+	machines := map[string][]*Machine{}
+	bmcs := map[string]map[string]string{}
+	var all []*Machine
+	for _, backend := range kubeBackends {
+		prefix := map[string]byte{"exec": 'x', "api": 'y'}[backend]
+		bmcs[backend] = map[string]string{}
+		for i := range stormSize {
+			m := NewMachine(prefix, i, bmcProject)
+			machines[backend] = append(machines[backend], m)
+			bmcs[backend][m.BMC] = fmt.Sprintf("192.0.2.%d", 1+i%250)
+		}
+		all = append(all, machines[backend]...)
+	}
+	regCtx, regCancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer regCancel()
+	if err := ep.RegisterAll(regCtx, all, "127.0.0.1"); err != nil {
+		t.Fatal(err)
+	}
+	stormAlone(t)
 	e, ep := epoxyEnv(t)
 	forEachBackend(t, func(t *testing.T, backend string) {
-		prefix := map[string]byte{"exec": 'x', "api": 'y'}[backend]
-		machines := make([]*Machine, stormSize)
-		bmcs := map[string]string{}
-		for i := range machines {
-			machines[i] = NewMachine(prefix, i, bmcProject)
-			bmcs[machines[i].BMC] = fmt.Sprintf("192.0.2.%d", 1+i%250)
-		}
-		regCtx, regCancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer regCancel()
-		if err := ep.RegisterAll(regCtx, machines, "127.0.0.1"); err != nil {
-			t.Fatal(err)
-		}
+		machines, bmcs := machines[backend], bmcs[backend]
 		s := epoxyServer(t, e, backend, bmcs)
 
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)

@@ -86,6 +86,14 @@ var stormLock = newGate()
 func alone(t *testing.T) {
 	t.Helper()
 	t.Parallel()
+	stormAlone(t)
+}
+
+// stormAlone makes the rest of t, until then a waiting test, a storm: one that
+// prepares (registers machines, say) beside every other test, then loads
+// the CPUs alone.
+func stormAlone(t *testing.T) {
+	t.Helper()
 	stormLock.Lock()
 	t.Cleanup(stormLock.Unlock)
 }
