@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -296,16 +297,18 @@ func TestKubectlPut(t *testing.T) {
 
 // TestKubectlAdmittedGoFirst runs a whole Slots.Create that needs three
 // kubectl runs (slot 0 taken, the slots read, slot 1 created) through a
-// runner with one slot, while newer requests queue for it: the request
-// waits in line once, for its first create; its later runs go before the
-// newer requests that still wait, and it is never shed half-way.
+// runner with one slot, while three newer requests queue for it: the
+// request waits in line once, for its first create; each later run goes
+// before the newer requests that still wait, so that at most one of them
+// (the one the slot went to while the request had no run queued) runs
+// between two of its runs, and it is never shed half-way.
 func TestKubectlAdmittedGoFirst(t *testing.T) {
 	const host = "mlab1-lga01.mlab-oti.measurement-lab.org"
 	var mu sync.Mutex
 	var order []string
 	creates := 0
-	// Newer request i's run lasts until gates[i] closes.
-	gates := []chan struct{}{make(chan struct{}), make(chan struct{}), make(chan struct{})}
+	var limited *command.Limited
+	var finished atomic.Bool
 	fake := &fakeRunner{answer: func(args []string, stdin []byte) (string, error) {
 		mu.Lock()
 		v := verb(args)
@@ -320,8 +323,11 @@ func TestKubectlAdmittedGoFirst(t *testing.T) {
 		mu.Unlock()
 		switch {
 		case strings.HasPrefix(v, "newer"):
+			// A newer request's run lasts until the request has queued
+			// its next run (or finished): the slot then frees with both
+			// lines waiting, and the order shows which goes first.
 			i, _ := strconv.Atoi(strings.TrimPrefix(v, "newer"))
-			<-gates[i]
+			waitFor(t, func() bool { return finished.Load() || limited.Waiting() == 3-i })
 			return "", nil
 		case v == createVerb && n == 1:
 			return "", exitErr(`Error from server (AlreadyExists): error when creating "f": secrets "bootstrap-token-` + token.SlotID(host, 0) + `" already exists`)
@@ -330,7 +336,7 @@ func TestKubectlAdmittedGoFirst(t *testing.T) {
 		}
 		return "", nil // get: no Secret found
 	}}
-	limited := command.NewLimited(fake, 1)
+	limited = command.NewLimited(fake, 1)
 	k := &kubectl.Store{Runner: limited, BinDir: "/usr/bin", Cluster: kube.NewClusterValue(cluster)}
 	s := &token.Slots{Store: k, Max: 2, TTL: time.Minute}
 
@@ -343,7 +349,6 @@ func TestKubectlAdmittedGoFirst(t *testing.T) {
 	queued := func(n int) func() bool {
 		return func() bool { return limited.Waiting() == n }
 	}
-	base := 0
 	done := make(chan error, 1)
 	go func() {
 		// Time enough that the request never gives up its place while
@@ -351,9 +356,10 @@ func TestKubectlAdmittedGoFirst(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
 		_, err := s.Create(ctx, host)
+		finished.Store(true)
 		done <- err
 	}()
-	waitFor(t, queued(base+1)) // its create's batch waits
+	waitFor(t, queued(1)) // its create's batch waits
 	var newer sync.WaitGroup
 	for i := range 3 {
 		newer.Go(func() {
@@ -361,33 +367,39 @@ func TestKubectlAdmittedGoFirst(t *testing.T) {
 				t.Errorf("newer request %d: %v", i, err)
 			}
 		})
-		waitFor(t, queued(base+2+i))
-	}
-	ran := func(n int) func() bool {
-		return func() bool { mu.Lock(); defer mu.Unlock(); return len(order) == n }
+		waitFor(t, queued(2+i))
 	}
 	release()
-	// The create ran, and the slot went to the first newer request; the
-	// request now waits with its read, ahead of the other two, which
-	// arrived after it was admitted. Then again with its second create.
-	waitFor(t, ran(2))
-	waitFor(t, queued(base+3))
-	close(gates[0])
-	waitFor(t, ran(4))
-	waitFor(t, queued(base+2))
-	close(gates[1])
-	close(gates[2])
-	newer.Wait()
 	if err := <-done; err != nil {
 		t.Fatalf("Create() error = %v", err)
 	}
-	want := []string{createVerb, "newer0", "get secret", "newer1", createVerb, "newer2"}
-	if len(order) != len(want) {
-		t.Fatalf("kubectl ran %q, want %q", order, want)
+	newer.Wait()
+
+	mu.Lock()
+	defer mu.Unlock()
+	var own []string
+	newerRuns, between := 0, 0
+	for _, v := range order {
+		if !strings.HasPrefix(v, "newer") {
+			own = append(own, v)
+			between = 0
+			continue
+		}
+		if want := fmt.Sprintf("newer%d", newerRuns); v != want {
+			t.Errorf("kubectl ran %q: %s before %s, want the newer requests in arrival order", order, v, want)
+		}
+		newerRuns++
+		if between++; between > 1 && len(own) < 3 {
+			t.Errorf("kubectl ran %q: two newer requests between two runs of the admitted one", order)
+		}
+	}
+	want := []string{createVerb, "get secret", createVerb}
+	if len(own) != len(want) || newerRuns != 3 {
+		t.Fatalf("kubectl ran %q, want the request's %q and 3 newer runs", order, want)
 	}
 	for i := range want {
-		if !strings.HasPrefix(order[i], want[i]) {
-			t.Fatalf("kubectl ran %q, want %q", order, want)
+		if !strings.HasPrefix(own[i], want[i]) {
+			t.Fatalf("kubectl ran %q, want the request's %q in that order", order, want)
 		}
 	}
 }
