@@ -89,9 +89,9 @@ func alone(t *testing.T) {
 	stormAlone(t)
 }
 
-// stormAlone makes the rest of t, until then a waiting test, a storm: one that
-// prepares (registers machines, say) beside every other test, then loads
-// the CPUs alone.
+// stormAlone makes the rest of t, until then a waiting test, a storm: one
+// that prepares (registers machines, say) beside every other test, then
+// loads the CPUs alone.
 func stormAlone(t *testing.T) {
 	t.Helper()
 	stormLock.Lock()
