@@ -55,8 +55,8 @@ serve: build
 # CPUs idle. The fuzzing runs at the lowest priority beside
 # the tests, which spend much of their time waiting; its output follows
 # theirs. The end-to-end suite, named first, links and starts first: the
-# go command runs packages in the order named, one per CPU at a time, and the unit
-# tests finish beside it.
+# go command runs packages in the order named, one per CPU at a time, and
+# the unit tests finish beside it.
 test: check
 	@$(GO) run ./e2e/prepare $(COMPONENTS) >/dev/null & build=$$!; status=0; \
 	$(MAKE) --no-print-directory lint VETFLAGS=-race && $(GO) list -race -test -export -deps -f '{{if false}}{{end}}' $(PACKAGES) || status=$$?; \

@@ -132,22 +132,32 @@ func procState(pid int) string {
 	return s[i+2 : i+3]
 }
 
-// postUnlessBusy posts body to s's path, again once a second while the
-// answer is 503 (busy, with Retry-After, as a machine would retry), for up
-// to a minute, and returns the last answer. The fault tests' 5 s backend
-// timeout leaves a node delete (kubectl delete, then its tokens revoked)
-// little room on a loaded machine; a 500 or any other answer is final.
-func postUnlessBusy(t *testing.T, s *Server, path string, body []byte) response {
-	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for {
-		got := post(t, s, path, body)
-		if got.status != http.StatusServiceUnavailable || time.Now().After(deadline) {
-			return got
+// askAgain calls ask once a second until done accepts its answer, for up
+// to within, and returns the last answer and how many it took.
+func askAgain(ask func() response, done func(response) bool, within time.Duration) (response, int) {
+	deadline := time.Now().Add(within)
+	for attempt := 1; ; attempt++ {
+		got := ask()
+		if done(got) || time.Now().After(deadline) {
+			return got, attempt
 		}
-		t.Logf("%s: 503, asking again", path)
 		time.Sleep(time.Second)
 	}
+}
+
+// postUnlessBusy posts body to s's path, again while the answer is 503
+// (busy, with Retry-After, as a machine would retry), for up to a minute,
+// and returns the last answer. The fault tests' 5 s backend timeout leaves
+// a node delete (kubectl delete, then its tokens revoked) little room on a
+// loaded machine; a 500 or any other answer is final.
+func postUnlessBusy(t *testing.T, s *Server, path string, body []byte) response {
+	t.Helper()
+	got, attempts := askAgain(func() response { return post(t, s, path, body) },
+		func(r response) bool { return r.status != http.StatusServiceUnavailable }, time.Minute)
+	if attempts > 1 {
+		t.Logf("%s: %d after %d attempts, the others 503", path, got.status, attempts)
+	}
+	return got
 }
 
 // TestAPIServerDown stops the API server under a running server: token and
@@ -206,18 +216,13 @@ func testAPIServerDown(t *testing.T, e *testEnv, backend string) {
 func storeOK(t *testing.T, store func(password string) response, what string) string {
 	t.Helper()
 	password := newPassword(t)
-	deadline := time.Now().Add(2 * time.Minute)
-	for attempt := 1; ; attempt++ {
-		got := store(password)
-		if got.status == http.StatusOK {
-			t.Logf("%s: 200 at attempt %d", what, attempt)
-			return password
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: status %d after %d attempts, want 200", what, got.status, attempt)
-		}
-		time.Sleep(time.Second)
+	got, attempts := askAgain(func() response { return store(password) },
+		func(r response) bool { return r.status == http.StatusOK }, 2*time.Minute)
+	if got.status != http.StatusOK {
+		t.Fatalf("%s: status %d after %d attempts, want 200", what, got.status, attempts)
 	}
+	t.Logf("%s: 200 at attempt %d", what, attempts)
+	return password
 }
 
 // TestEmulatorDown stops Datastore under a running server: BMC stores fail

@@ -84,36 +84,36 @@ func TestSocketActivationRestarts(t *testing.T) {
 	}
 }
 
-// logSays reports whether s's log holds text, waiting up to 10 s for it:
-// the server may answer before its log is read.
+// logSays reports whether s's log holds text, waiting for it as awaitLog.
 func logSays(s *Server, text string) bool {
+	return awaitLog(s, func(log string) bool { return strings.Contains(log, text) })
+}
+
+// logTime returns the time of the first line of s's log whose msg is msg,
+// waiting for it as awaitLog.
+func logTime(t *testing.T, s *Server, msg string) time.Time {
+	t.Helper()
+	var line map[string]any
+	if !awaitLog(s, func(log string) bool { line = logLine(log, msg); return line != nil }) {
+		t.Fatalf("no log line %q", msg)
+	}
+	at, err := time.Parse(time.RFC3339Nano, fmt.Sprint(line["time"]))
+	if err != nil {
+		t.Fatalf("log line %q: %v", msg, err)
+	}
+	return at
+}
+
+// awaitLog reports whether found accepts s's log within 10 s, checking
+// every 20 ms: the server may answer before its log is read.
+func awaitLog(s *Server, found func(log string) bool) bool {
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if strings.Contains(s.Log(), text) {
+		if found(s.Log()) {
 			return true
 		}
 		if time.Now().After(deadline) {
 			return false
 		}
-	}
-}
-
-// logTime returns the time of the first line of s's log whose msg is msg,
-// waiting a little for it: the server may answer before its log is read.
-func logTime(t *testing.T, s *Server, msg string) time.Time {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if line := logLine(s.Log(), msg); line != nil {
-			at, err := time.Parse(time.RFC3339Nano, fmt.Sprint(line["time"]))
-			if err != nil {
-				t.Fatalf("log line %q: %v", msg, err)
-			}
-			return at
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no log line %q", msg)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 

@@ -125,6 +125,11 @@ func (g *grant) record(waited, left time.Duration) {
 func (g *grant) starved() bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	return g.heldTooLong()
+}
+
+// heldTooLong is starved with g.mu held.
+func (g *grant) heldTooLong() bool {
 	return g.waited > 0 && g.waited >= g.left
 }
 
@@ -135,7 +140,7 @@ func (g *grant) starved() bool {
 func (g *grant) outOfTime() bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return !(g.waited > 0 && g.waited >= g.left) && g.left < MinRequestTime
+	return !g.heldTooLong() && g.left < MinRequestTime
 }
 
 // NewClient returns the one core/v1 client the process shares for token
